@@ -1,0 +1,217 @@
+"""Building blocks shared by every variant: 1x1 conv, depthwise conv, squeeze-excitation, drop path.
+
+Two choices here are about speed, not semantics (DESIGN.md, CPU notes):
+- 1x1 convolutions are einsums: XLA:CPU compiles the weight gradient of a 1x1
+  ``nn.Conv`` into a convolution with a feature-map-sized window.
+- Depthwise convolution has two implementations with identical results: XLA's
+  grouped convolution (fast on GPU/TPU) and a sum of k*k shifted multiply-adds
+  with a hand-written backward pass (XLA:CPU runs grouped convs at dense cost).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Dtype = Any
+DepthwiseImpl = Literal["auto", "xla", "taps"]
+Padding = Literal["same", "symmetric"]
+
+# TF reference initializers: conv normal(0, sqrt(2 / fan_out)); dense uniform(+-1/sqrt(fan_out)).
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+depthwise_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # fan_in = k*k per channel
+dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
+
+ACTIVATIONS: dict[str, Callable] = {"swish": nn.swish, "relu6": nn.relu6, "relu": nn.relu}
+DEPTHWISE_GRAD_CHUNK = 4  # images per step when accumulating the depthwise weight gradient
+
+
+def conv_padding(size: int, kernel: int, stride: int, padding: Padding) -> tuple[int, int]:
+    """(before, after) padding of one spatial dim.
+
+    "same" is TF's SAME: output ceil(size / stride), the odd pixel of padding goes
+    after (what the Keras/TF weights were trained with). "symmetric" is PyTorch's
+    ``padding=kernel // 2``.
+    """
+    if padding == "symmetric":
+        return kernel // 2, kernel // 2
+    if padding != "same":
+        raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_depthwise_impl(impl: DepthwiseImpl) -> str:
+    if impl == "auto":
+        return "taps" if jax.default_backend() == "cpu" else "xla"
+    if impl not in ("xla", "taps"):
+        raise ValueError(f"depthwise_impl must be 'auto', 'xla' or 'taps', got {impl!r}")
+    return impl
+
+
+def _tap_sum(xp: jax.Array, w: jax.Array, stride: int, out_h: int, out_w: int) -> jax.Array:
+    """sum_{i,j} xp[:, i::stride, j::stride, :] * w[i, j] over the k*k taps."""
+    n, _, _, c = xp.shape
+    k_h, k_w = w.shape[:2]
+    out = None
+    for i in range(k_h):
+        for j in range(k_w):
+            tap = lax.slice(
+                xp,
+                (0, i, j, 0),
+                (n, i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, c),
+                (1, stride, stride, 1),
+            )
+            term = tap * w[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+def _tap_weight_grad(xp: jax.Array, g: jax.Array, k_h: int, k_w: int, stride: int) -> jax.Array:
+    """d(loss)/d(w) accumulated over small batch chunks so each chunk stays in cache."""
+    n, _, _, c = xp.shape
+    out_h, out_w = g.shape[1:3]
+    chunk = max(d for d in range(1, DEPTHWISE_GRAD_CHUNK + 1) if n % d == 0)
+
+    def one_chunk(acc, xs):
+        x_c, g_c = xs
+        g_c = g_c.astype(jnp.float32)
+        taps = [
+            jnp.sum(
+                lax.slice(
+                    x_c,
+                    (0, i, j, 0),
+                    (chunk, i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, c),
+                    (1, stride, stride, 1),
+                ).astype(jnp.float32)
+                * g_c,
+                axis=(0, 1, 2),
+            )
+            for i in range(k_h)
+            for j in range(k_w)
+        ]
+        return acc + jnp.stack(taps).reshape(k_h, k_w, c), None
+
+    xs = xp.reshape(n // chunk, chunk, *xp.shape[1:])
+    gs = g.reshape(n // chunk, chunk, *g.shape[1:])
+    grad, _ = lax.scan(one_chunk, jnp.zeros((k_h, k_w, c), jnp.float32), (xs, gs))
+    return grad
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_taps(xp: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """Depthwise correlation of an already padded NHWC input with a (k, k, C) kernel."""
+    k_h, k_w = w.shape[:2]
+    out_h = (xp.shape[1] - k_h) // stride + 1
+    out_w = (xp.shape[2] - k_w) // stride + 1
+    return _tap_sum(xp, w, stride, out_h, out_w)
+
+
+def _depthwise_taps_fwd(xp, w, stride):
+    # Save only the padded input; plain autodiff would keep all k*k shifted copies.
+    return depthwise_taps(xp, w, stride), (xp, w)
+
+
+def _depthwise_taps_bwd(stride, residuals, g):
+    xp, w = residuals
+    k_h, k_w = w.shape[:2]
+    hp, wp = xp.shape[1:3]
+    out_h, out_w = g.shape[1:3]
+    # d/dxp is a stride-1 correlation of the dilated, padded cotangent with the flipped kernel.
+    zero = jnp.zeros((), g.dtype)
+    g_dilated = lax.pad(
+        g,
+        zero,
+        (
+            (0, 0, 0),
+            (k_h - 1, hp - stride * (out_h - 1) - 1, stride - 1),
+            (k_w - 1, wp - stride * (out_w - 1) - 1, stride - 1),
+            (0, 0, 0),
+        ),
+    )
+    dxp = _tap_sum(g_dilated, w[::-1, ::-1], 1, hp, wp).astype(xp.dtype)
+    dw = _tap_weight_grad(xp, g, k_h, k_w, stride).astype(w.dtype)
+    return dxp, dw
+
+
+depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
+
+
+class DepthwiseConv(nn.Module):
+    """k x k depthwise convolution, no bias. Kernel layout (k, k, 1, C) as flax's grouped ``nn.Conv``."""
+
+    kernel_size: int
+    stride: int = 1
+    padding: Padding = "same"
+    impl: DepthwiseImpl = "auto"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s = self.kernel_size, self.stride
+        channels = x.shape[-1]
+        kernel = self.param("kernel", depthwise_init, (k, k, 1, channels), self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        pads = [conv_padding(x.shape[d], k, s, self.padding) for d in (1, 2)]
+        if resolve_depthwise_impl(self.impl) == "xla":
+            return lax.conv_general_dilated(
+                x, kernel, (s, s), pads,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=channels,
+            )
+        xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+        return depthwise_taps(xp, kernel[:, :, 0, :], s)
+
+
+class Conv1x1(nn.Module):
+    """Pointwise convolution as an einsum. Kernel layout (1, 1, C_in, C_out) as ``nn.Conv``."""
+
+    features: int
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", conv_init, (1, 1, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jnp.einsum("...c,cd->...d", x, kernel[0, 0])
+        return y if bias is None else y + bias
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating from globally pooled features (Hu et al. 2018)."""
+
+    reduced_features: int
+    activation: Callable = nn.swish
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        conv = functools.partial(Conv1x1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = self.activation(conv(self.reduced_features, name="reduce")(s))
+        s = nn.sigmoid(conv(x.shape[-1], name="expand")(s))
+        return x * s
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per example (needs the 'dropout' rng)."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
