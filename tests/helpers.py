@@ -1,0 +1,59 @@
+"""Test helpers: random-but-meaningful weights and structured test images.
+
+Random BN statistics make a deep network's eval output collapse or explode, so a
+logit comparison would prove nothing. ``calibrated_variables`` follows DESIGN.md:
+random weights, moving statistics set to a calibration batch's statistics, then
+perturbed relative to each channel's spread.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import efficientnet_jax as ej
+from efficientnet_jax.weights.common import flatten, unflatten
+
+
+def structured_images(kind: str, n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Normalized-scale NHWC float32 images: 'noise', 'smooth' waves, or 'mixed'."""
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        return rng.uniform(-2, 2, (n, size, size, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    waves = []
+    for _ in range(n):
+        fx, fy, phase = rng.uniform(0.5, 6, 3)
+        img = np.stack([np.sin(2 * np.pi * (fx * xx + c * fy * yy) + phase * (c + 1)) for c in range(3)], -1)
+        waves.append(1.5 * img)
+    smooth = np.asarray(waves, np.float32)
+    if kind == "smooth":
+        return smooth
+    return (0.6 * smooth + 0.4 * rng.uniform(-2, 2, smooth.shape)).astype(np.float32)
+
+
+def calibrated_variables(name: str, seed: int = 0, resolution: int | None = None, **model_kwargs) -> dict:
+    """Random variables of ``name`` whose BN statistics are realistic (see module docstring)."""
+    spec = ej.model_info(name)
+    size = resolution or spec.resolution
+    calib_model = ej.create_model(name, bn_momentum=0.0, dropout=0.0, drop_path=0.0, **model_kwargs)
+    x = jnp.asarray(structured_images("mixed", 4, size, seed=seed + 1))
+    variables = jax.jit(calib_model.init, static_argnames="train")(jax.random.key(seed), x[:1], train=False)
+    rng = np.random.default_rng(seed)
+    flat = flatten(variables)
+    for path, value in flat.items():
+        if path[0] == "params" and path[-1] == "scale":
+            flat[path] = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
+        elif path[0] == "params" and path[-1] == "bias":
+            flat[path] = rng.normal(0, 0.2, value.shape).astype(np.float32)
+    variables = unflatten(flat)
+    calibrate = jax.jit(lambda v, x: calib_model.apply(v, x, train=True, mutable=["batch_stats"])[1])
+    updated = calibrate(variables, x)
+    flat = flatten({"params": variables["params"], "batch_stats": updated["batch_stats"]})
+    for path, value in list(flat.items()):
+        if path[-1] == "mean":
+            std = np.sqrt(np.asarray(flat[path[:-1] + ("var",)]))
+            flat[path] = np.asarray(value) + 0.05 * std * rng.standard_normal(value.shape)
+        elif path[-1] == "var":
+            flat[path] = np.asarray(value) * rng.uniform(0.8, 1.25, value.shape)
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), unflatten(flat))
