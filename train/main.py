@@ -1,0 +1,40 @@
+"""python -m train.main --config=train/configs/digits.py --workdir=DIR [--config.key=value ...]
+
+Parses flags and calls ``train.train.train_and_evaluate``; user errors become one clear line.
+"""
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (train/configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events and metrics.jsonl go here.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.getLogger().setLevel(logging.INFO)
+    from train.checkpoint import CheckpointError
+    from train.input_pipeline import DatasetNotFoundError
+    from train.train import TrainingError, train_and_evaluate
+
+    try:
+        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, TrainingError, CheckpointError, DatasetNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if result.get("preempted"):
+        print(f"Preempted at step {result['step']}; rerun the same command to resume.")
+        return
+    line = f"test accuracy {result['accuracy']:.4f} (top-5 {result['top5']:.4f}, {result['examples']} examples)"
+    if "ema_accuracy" in result:
+        line += f"; EMA weights {result['ema_accuracy']:.4f}"
+    print(line)
+
+
+if __name__ == "__main__":
+    app.run(main)

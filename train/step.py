@@ -1,0 +1,117 @@
+"""The train and eval steps: pure functions of (state, batch); ``train.py`` jits them with shardings.
+
+The batch arrives sharded over the mesh's ``data`` axis. Batch-norm statistics are
+means over the whole (global) batch, so under ``jax.jit`` they are synced across
+devices without any explicit collective.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from train.optim import ema_update
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    ema_params: Any
+    ema_batch_stats: Any
+    nonfinite_steps: jax.Array  # updates skipped because the loss or a gradient was NaN/Inf
+
+
+def create_train_state(model, tx, key, image_size: int) -> TrainState:
+    x = jnp.zeros((1, image_size, image_size, 3), model.dtype)
+    variables = model.init(key, x, train=False)
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params),
+        ema_params=params, ema_batch_stats=batch_stats, nonfinite_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def _loss_and_stats(model, params, batch_stats, images, labels, key, label_smoothing):
+    logits, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, images, train=True,
+        mutable=["batch_stats"], rngs={"dropout": key},
+    )
+    logits = logits.astype(jnp.float32)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+    correct = jnp.sum(jnp.argmax(logits, -1) == labels)
+    return loss, (updates["batch_stats"], correct)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx, schedule, base_key, label_smoothing: float,
+               ema_decay: float, accum_steps: int = 1) -> tuple[TrainState, dict]:
+    """One optimizer update. With ``accum_steps > 1`` the batch is split into micro-batches whose
+    gradients are averaged (each micro-batch normalizes with its own BN statistics)."""
+    key = jax.random.fold_in(base_key, state.step)
+    grad_fn = jax.value_and_grad(
+        lambda p, bs, x, y, k: _loss_and_stats(model, p, bs, x, y, k, label_smoothing), has_aux=True
+    )
+    images, labels = batch["image"], batch["label"]
+    if accum_steps == 1:
+        (loss, (batch_stats, correct)), grads = grad_fn(state.params, state.batch_stats, images, labels, key)
+    else:
+        micro = lambda a: a.reshape(accum_steps, a.shape[0] // accum_steps, *a.shape[1:])  # noqa: E731
+
+        def accumulate(carry, xs):
+            batch_stats, grad_sum, loss_sum, correct_sum = carry
+            x, y, i = xs
+            (loss, (batch_stats, correct)), grads = grad_fn(
+                state.params, batch_stats, x, y, jax.random.fold_in(key, i)
+            )
+            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+            return (batch_stats, grad_sum, loss_sum + loss, correct_sum + correct), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        init = (state.batch_stats, zeros, jnp.zeros(()), jnp.zeros((), jnp.int32))
+        (batch_stats, grad_sum, loss_sum, correct), _ = jax.lax.scan(
+            accumulate, init, (micro(images), micro(labels), jnp.arange(accum_steps))
+        )
+        grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
+        loss = loss_sum / accum_steps
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    updated = state.replace(
+        params=params, batch_stats=batch_stats, opt_state=opt_state,
+        ema_params=ema_update(state.ema_params, params, state.step, ema_decay),
+        ema_batch_stats=ema_update(state.ema_batch_stats, batch_stats, state.step, ema_decay),
+    )
+    # A non-finite step changes nothing but the counters: the state stays the last good one.
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    kept = kept.replace(step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    metrics = {
+        "loss": loss, "accuracy": correct / labels.shape[0], "learning_rate": schedule(state.step),
+        "finite": finite,
+    }
+    return kept, metrics
+
+
+def eval_step(params, batch_stats, batch: dict, *, model) -> dict:
+    """Sums over the real (mask=True) examples of a padded eval batch."""
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=False)
+    logits = logits.astype(jnp.float32)
+    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    top5 = jnp.any(jax.lax.top_k(logits, min(5, logits.shape[-1]))[1] == labels[:, None], axis=-1)
+    return {
+        "loss": jnp.sum(loss * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+        "correct_top5": jnp.sum(top5 * mask),
+        "count": jnp.sum(mask),
+    }

@@ -1,0 +1,231 @@
+"""The training program, read top to bottom: config, mesh, input, model, optimizer, state,
+checkpoints, compiled steps, loop. ``train_and_evaluate(config, workdir)`` is importable
+from notebooks and tests; ``train/main.py`` only parses flags.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import efficientnet_jax as ej
+from train import input_pipeline
+from train.checkpoint import Checkpoints, with_sharding
+from train.metrics import MetricWriter, Progress
+from train.optim import build_optimizer
+from train.step import TrainState, create_train_state, eval_step, train_step
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class TrainingError(RuntimeError):
+    """A run stopped for a reason the user must act on (the message says what to do)."""
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fill what the model's weights define (mean/std) and check values early, with clear errors."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    spec = ej.model_info(config.model)  # unknown model -> ValueError listing the names
+    if config.get("mean") is None:
+        config.mean = tuple(spec.mean)
+    if config.get("std") is None:
+        config.std = tuple(spec.std)
+    if config.get("image_size") is None:
+        config.image_size = spec.resolution
+    if config.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+    if config.batch_size % jax.device_count():
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices; "
+            f"use a multiple of {jax.device_count()} (e.g. --config.batch_size="
+            f"{max(1, round(config.batch_size / jax.device_count())) * jax.device_count()})"
+        )
+    accum = config.get("grad_accum_steps", 1)
+    if (config.batch_size // jax.process_count()) % accum:
+        raise ValueError(f"the per-process batch {config.batch_size // jax.process_count()} must divide "
+                         f"into grad_accum_steps={accum} micro-batches")
+    if config.nan_policy not in ("stop", "skip"):
+        raise ValueError(f"nan_policy must be 'stop' or 'skip', got {config.nan_policy!r}")
+    return config
+
+
+def _global_batch(local: dict, sharding) -> dict:
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def evaluate(eval_fn, params, batch_stats, config, data_sharding, local_batch: int) -> dict:
+    sums = None
+    for local in input_pipeline.eval_iterator(
+        config, local_batch_size=local_batch, process_index=jax.process_index(), process_count=jax.process_count()
+    ):
+        out = eval_fn(params, batch_stats, _global_batch(local, data_sharding))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    count = max(float(sums["count"]), 1.0)
+    return {"loss": sums["loss"] / count, "accuracy": sums["correct"] / count,
+            "top5": sums["correct_top5"] / count, "examples": int(sums["count"])}
+
+
+class _Preemption:
+    """SIGTERM (Cloud TPU preemption, ``kill``) asks the loop to checkpoint and stop at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+    """Train ``config.model`` on ``config.dataset``; resume from ``workdir`` if it holds checkpoints.
+
+    Returns the last evaluation (raw and EMA weights) as a dict.
+    """
+    # ---- Config and workdir ----------------------------------------------------------------
+    if config.get("distributed"):
+        jax.distributed.initialize()
+    config = resolve_config(config)
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    if is_main:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+    # ---- Mesh: one `data` axis over every device of every process ----------------------------
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    replicated = NamedSharding(mesh, P())
+    data_sharding = NamedSharding(mesh, P("data"))
+    logging.info("Mesh %s over %d devices (%d processes): %s", dict(mesh.shape), jax.device_count(),
+                 jax.process_count(), jax.devices()[0].platform)
+
+    # ---- Input --------------------------------------------------------------------------------
+    info = input_pipeline.dataset_info(config)
+    local_batch = config.batch_size // jax.process_count()
+    steps_per_epoch = info.num_train_examples / config.batch_size
+    total_steps = (config.num_train_steps if config.get("num_train_steps", -1) > 0
+                   else math.ceil(config.num_epochs * steps_per_epoch))
+
+    # ---- Model and optimizer --------------------------------------------------------------------
+    model = ej.create_model(config.model, num_classes=info.num_classes, dtype=DTYPES[config.dtype],
+                            remat=config.get("remat", False), **config.get("model_overrides", {}))
+    init_fn = functools.partial(create_train_state, model, image_size=config.image_size)
+    abstract_params = jax.eval_shape(
+        lambda k: model.init(k, jnp.zeros((1, config.image_size, config.image_size, 3)), train=False)["params"],
+        jax.random.key(0),
+    )
+    tx, schedule = build_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                                   params=abstract_params)
+
+    # ---- State: created replicated, or restored from the newest good checkpoint ---------------
+    init_key, step_key = jax.random.split(jax.random.key(config.seed))
+    abstract_state = jax.eval_shape(functools.partial(init_fn, tx), init_key)
+    checkpoints = Checkpoints(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3),
+                              async_save=config.get("async_checkpoints", True))
+    state, start_step = checkpoints.restore_latest(with_sharding(abstract_state, replicated))
+    if state is None:
+        state = jax.jit(functools.partial(init_fn, tx), out_shardings=replicated)(init_key)
+    else:
+        logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
+    if is_main and start_step == 0:
+        logging.info("%s: %s parameters, %d classes, %d steps of batch %d (%.1f epochs)", config.model,
+                     f"{ej.count_params(state.params):,}", info.num_classes, total_steps, config.batch_size,
+                     total_steps / steps_per_epoch)
+
+    # ---- Compiled steps: state replicated, batch sharded over `data`, state donated ----------
+    train_fn = jax.jit(
+        functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=step_key,
+                          label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+                          accum_steps=config.get("grad_accum_steps", 1)),
+        in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated), donate_argnums=0,
+    )
+    eval_fn = jax.jit(functools.partial(eval_step, model=model),
+                      in_shardings=(replicated, replicated, data_sharding), out_shardings=replicated)
+
+    def run_eval(step: int) -> dict:
+        record = {"step": step, "epoch": step / steps_per_epoch, "split": "eval"}
+        record.update(evaluate(eval_fn, state.params, state.batch_stats, config, data_sharding, local_batch))
+        if config.ema_decay > 0:
+            ema = evaluate(eval_fn, state.ema_params, state.ema_batch_stats, config, data_sharding, local_batch)
+            record.update({f"ema_{k}": v for k, v in ema.items() if k != "examples"})
+        writer.write(record)
+        logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in record.items()
+                                                   if isinstance(v, float)})
+        return record
+
+    # ---- Loop ------------------------------------------------------------------------------------
+    writer = MetricWriter(workdir, enabled=is_main)
+    progress = Progress(total_steps, start_step, enabled=is_main)
+    preemption = _Preemption()
+    train_iter = input_pipeline.train_iterator(
+        config, local_batch_size=local_batch, start_step=start_step,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    pending, window_start, last_eval = [], time.time(), {}
+    try:
+        for step in range(start_step, total_steps):
+            state, metrics = train_fn(state, _global_batch(next(train_iter), data_sharding))
+            pending.append(metrics)
+            done = step + 1
+            is_last = done == total_steps
+            log_now = is_last or done % config.log_every_steps == 0
+            save_now = is_last or preemption.requested or done % config.checkpoint_every_steps == 0
+            if log_now or save_now:
+                fetched = jax.device_get(pending)
+                bad = [done - len(fetched) + i + 1 for i, m in enumerate(fetched) if not m["finite"]]
+                if bad and config.nan_policy == "stop":
+                    raise TrainingError(
+                        f"Loss or gradients became NaN/Inf at step {bad[0]}. The update was not applied and no "
+                        f"checkpoint was written after it; the last good checkpoint in {checkpoints.directory} "
+                        f"(steps {checkpoints.steps()}) is intact. Lower --config.learning_rate, or set "
+                        "--config.nan_policy=skip to skip such steps."
+                    )
+                if bad:
+                    logging.warning("Skipped %d non-finite updates (steps %s)", len(bad), bad[:10])
+                elapsed = time.time() - window_start
+                finite = [m for m in fetched if m["finite"]] or fetched
+                record = {
+                    "step": done, "epoch": done / steps_per_epoch, "split": "train",
+                    "loss": float(np.mean([m["loss"] for m in finite])),
+                    "accuracy": float(np.mean([m["accuracy"] for m in finite])),
+                    "learning_rate": float(fetched[-1]["learning_rate"]),
+                    "images_per_sec": len(fetched) * config.batch_size / max(elapsed, 1e-9),
+                    "skipped_steps": len(bad),
+                }
+                writer.write(record)
+                progress.update(done, {k: record[k] for k in ("loss", "accuracy", "images_per_sec")})
+                pending, window_start = [], time.time()
+            else:
+                progress.update(done)
+            if is_last or (config.eval_every_steps > 0 and done % config.eval_every_steps == 0):
+                last_eval = run_eval(done)
+            if save_now:
+                checkpoints.save(done, state)
+            if preemption.requested and not is_last:
+                checkpoints.wait()
+                logging.warning("Stopped at step %d after SIGTERM; rerun the same command to resume.", done)
+                return {"preempted": True, "step": done, **last_eval}
+        if start_step >= total_steps:  # nothing left to train: report the restored state
+            last_eval = run_eval(start_step)
+    finally:
+        preemption.restore()
+        progress.close()
+        checkpoints.close()
+        writer.close()
+    if is_main:
+        (workdir / "final_metrics.json").write_text(json.dumps(last_eval, indent=2))
+    return last_eval
