@@ -72,11 +72,19 @@ def _tap_sum(xp: jax.Array, w: jax.Array, stride: int, out_h: int, out_w: int) -
     return out
 
 
+def _batch_axis_sharded(x: jax.Array) -> bool:
+    """True when x's type says its leading axis is sharded (explicit-sharding meshes only)."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return bool(spec) and spec[0] is not None
+
+
 def _tap_weight_grad(xp: jax.Array, g: jax.Array, k_h: int, k_w: int, stride: int) -> jax.Array:
     """d(loss)/d(w) accumulated over small batch chunks so each chunk stays in cache."""
     n, _, _, c = xp.shape
     out_h, out_w = g.shape[1:3]
-    chunk = max(d for d in range(1, DEPTHWISE_GRAD_CHUNK + 1) if n % d == 0)
+    # Chunking slices the batch axis, which explicit sharding forbids when that axis is sharded
+    # (multi-device CPU only: accelerators use the XLA path); then reduce over the whole batch.
+    chunk = n if _batch_axis_sharded(xp) else max(d for d in range(1, DEPTHWISE_GRAD_CHUNK + 1) if n % d == 0)
 
     def one_chunk(acc, xs):
         x_c, g_c = xs

@@ -36,5 +36,15 @@ def main(argv):
     print(line)
 
 
+def parse_flags(argv):
+    """absl's parser, with a bad --config.KEY override reported in one line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        print(f"error: bad flag in {' '.join(argv[1:])}: {e}. Config keys are listed in the --config file.",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

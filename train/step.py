@@ -86,7 +86,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, base_key,
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
     updated = state.replace(
         params=params, batch_stats=batch_stats, opt_state=opt_state,
         ema_params=ema_update(state.ema_params, params, state.step, ema_decay),

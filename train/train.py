@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import efficientnet_jax as ej
 from train import input_pipeline
@@ -72,8 +72,8 @@ def evaluate(eval_fn, params, batch_stats, config, data_sharding, local_batch: i
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     count = max(float(sums["count"]), 1.0)
-    return {"loss": sums["loss"] / count, "accuracy": sums["correct"] / count,
-            "top5": sums["correct_top5"] / count, "examples": int(sums["count"])}
+    return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count,
+            "top5": float(sums["correct_top5"]) / count, "examples": int(sums["count"])}
 
 
 class _Preemption:
@@ -107,7 +107,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
     # ---- Mesh: one `data` axis over every device of every process ----------------------------
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    # Auto axes: XLA's partitioner propagates the batch sharding through every op (reshapes for
+    # gradient accumulation included) without sharding annotations inside the model.
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
     logging.info("Mesh %s over %d devices (%d processes): %s", dict(mesh.shape), jax.device_count(),
@@ -184,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             is_last = done == total_steps
             log_now = is_last or done % config.log_every_steps == 0
             save_now = is_last or preemption.requested or done % config.checkpoint_every_steps == 0
-            if log_now or save_now:
+            if log_now or save_now:  # never save a state before its steps were checked for NaN
                 fetched = jax.device_get(pending)
                 bad = [done - len(fetched) + i + 1 for i, m in enumerate(fetched) if not m["finite"]]
                 if bad and config.nan_policy == "stop":
@@ -194,16 +196,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                         f"(steps {checkpoints.steps()}) is intact. Lower --config.learning_rate, or set "
                         "--config.nan_policy=skip to skip such steps."
                     )
+            if log_now:
                 if bad:
                     logging.warning("Skipped %d non-finite updates (steps %s)", len(bad), bad[:10])
-                elapsed = time.time() - window_start
                 finite = [m for m in fetched if m["finite"]] or fetched
                 record = {
                     "step": done, "epoch": done / steps_per_epoch, "split": "train",
                     "loss": float(np.mean([m["loss"] for m in finite])),
                     "accuracy": float(np.mean([m["accuracy"] for m in finite])),
                     "learning_rate": float(fetched[-1]["learning_rate"]),
-                    "images_per_sec": len(fetched) * config.batch_size / max(elapsed, 1e-9),
+                    "images_per_sec": len(fetched) * config.batch_size / max(time.time() - window_start, 1e-9),
                     "skipped_steps": len(bad),
                 }
                 writer.write(record)

@@ -4,6 +4,7 @@
     python -m train.main --config=train/configs/digits.py:runlocal --workdir=/tmp/smoke   # seconds
 """
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
@@ -16,15 +17,15 @@ def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
 
     # Data: train/datasets/digits.py, 1,437 train / 360 test images stored at 32x32.
     config.dataset = "sklearn_digits"
-    config.data_dir = None
+    config.data_dir = placeholder(str)
     config.train_split = "train"
     config.eval_split = "test"
     config.image_size = 32
     config.augment = "pad_crop"  # no flips: a flipped digit is another digit
-    config.randaugment = None
+    config.randaugment = placeholder(tuple)
     config.autoaugment = False
-    config.mean = None  # None: the model's own (model_info(model).mean / .std)
-    config.std = None
+    config.mean = placeholder(tuple)  # None: the model's own (model_info(model).mean / .std)
+    config.std = placeholder(tuple)
 
     # Schedule: durations in epochs unless num_train_steps > 0.
     config.batch_size = 64
