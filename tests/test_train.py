@@ -205,3 +205,15 @@ def test_imagenet_recipe_runs_on_mock_data(tmp_path):
     with tfds.testing.mock_data(num_examples=16):
         result = train_and_evaluate(config, tmp_path)
     assert result["examples"] > 0
+
+
+@pytest.mark.slow
+def test_default_recipe_reaches_97_percent_on_digits(tmp_path, data_dir):
+    """What `make train` runs (train/configs/digits.py, unchanged but for the data directory)."""
+    from train.train import train_and_evaluate
+
+    config = digits.get_config()
+    config.data_dir = data_dir
+    result = train_and_evaluate(config, tmp_path)
+    assert result["examples"] == 360
+    assert result["accuracy"] >= 0.97, result

@@ -3,10 +3,13 @@
 Parses flags and calls ``train.train.train_and_evaluate``; user errors become one clear line.
 """
 import logging
+import os
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only feeds tf.data; keep its C++ chatter out
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (train/configs/*.py).",
                                           lock_config=True)
@@ -14,10 +17,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(logging.Filter):
+    """Orbax logs every save and tfds every dataset open at INFO; keep their warnings and errors."""
+
+    def filter(self, record):
+        noisy = "/orbax/" in record.pathname or "/tensorflow_datasets/" in record.pathname
+        return record.levelno >= logging.WARNING or not noisy
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").addFilter(_QuietLibraries())
     from train.checkpoint import CheckpointError
     from train.input_pipeline import DatasetNotFoundError
     from train.train import TrainingError, train_and_evaluate

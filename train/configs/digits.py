@@ -29,10 +29,10 @@ def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
 
     # Schedule: durations in epochs unless num_train_steps > 0.
     config.batch_size = 64
-    config.num_epochs = 30
+    config.num_epochs = 60
     config.num_train_steps = -1
     config.optimizer = "rmsprop_tf"
-    config.learning_rate = 0.064  # per 256 images, scaled by batch_size / 256
+    config.learning_rate = 0.016  # per 256 images (the reference value), scaled by batch_size / 256
     config.scale_lr_by_batch = True
     config.lr_schedule = "cosine"
     config.warmup_epochs = 2.0
@@ -45,8 +45,8 @@ def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
 
     # Bookkeeping.
     config.log_every_steps = 25
-    config.eval_every_steps = 225
-    config.checkpoint_every_steps = 225
+    config.eval_every_steps = 450
+    config.checkpoint_every_steps = 450
     config.keep_checkpoints = 3
     config.async_checkpoints = True
     config.distributed = False
