@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # The CPU build of torch lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# Two workers: most tests are single-threaded XLA compiles (about 9 minutes on 2 cores).
+PYTEST_ARGS ?= -n 2 --durations=15
 
 .PHONY: train test venv clean
 

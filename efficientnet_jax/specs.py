@@ -23,7 +23,7 @@ class StageSpec:
 
     kernel: int
     repeats: int
-    in_filters: int
+    in_filters: int  # as printed in the paper; decoding uses what the previous layer really outputs
     out_filters: int
     expand_ratio: int
     stride: int
@@ -126,8 +126,8 @@ def decode_blocks(spec: ModelSpec) -> tuple[BlockSpec, ...]:
     repeats = spec.stage_repeats()
     total = sum(repeats)
     blocks, position = [], 0
+    in_filters = spec.stem_channels  # what really arrives: Lite's stem is not width-scaled
     for stage_index, (stage, count) in enumerate(zip(spec.stages, repeats), start=1):
-        in_filters = round_filters(stage.in_filters, spec.width)
         out_filters = round_filters(stage.out_filters, spec.width)
         for j in range(count):
             block_in = in_filters if j == 0 else out_filters
@@ -146,6 +146,7 @@ def decode_blocks(spec: ModelSpec) -> tuple[BlockSpec, ...]:
                 )
             )
             position += 1
+        in_filters = out_filters
     return tuple(blocks)
 
 

@@ -7,6 +7,9 @@ perturbed relative to each channel's spread.
 """
 from __future__ import annotations
 
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,3 +60,18 @@ def calibrated_variables(name: str, seed: int = 0, resolution: int | None = None
         elif path[-1] == "var":
             flat[path] = np.asarray(value) * rng.uniform(0.8, 1.25, value.shape)
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), unflatten(flat))
+
+
+def read_metrics(workdir) -> list[dict]:
+    return [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_state(workdir):
+    """(step, state) of a run's newest checkpoint, as numpy arrays."""
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    manager.close()
+    return step, restored

@@ -9,18 +9,12 @@ import textwrap
 import time
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from helpers import final_state, read_metrics
 from train.configs import digits
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    """One prepared copy of the digits dataset for the whole session."""
-    return str(tmp_path_factory.mktemp("tfds"))
 
 
 def small_config(data_dir, **overrides):
@@ -29,19 +23,6 @@ def small_config(data_dir, **overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
-
-
-def read_metrics(workdir):
-    return [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-
-
-def final_state(workdir):
-    """The newest checkpoint as a dict of numpy arrays."""
-    manager = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
-    manager.close()
-    return step, restored
 
 
 def cli(workdir, *flags, env=None, wait=True):
@@ -148,7 +129,7 @@ DEVICE_RUN = textwrap.dedent(
     config.log_every_steps, config.ema_decay = 1, 0.0
     train_and_evaluate(config, sys.argv[2])
     import numpy as np
-    from test_train import final_state  # restore on the topology that saved it
+    from helpers import final_state  # restore on the topology that saved it
     _, state = final_state(sys.argv[2])
     leaves = {part: jax.tree.leaves(state[part]) for part in ("params", "batch_stats")}
     np.savez(f"{sys.argv[2]}/final.npz", **{f"{p}_{i}": np.asarray(x) for p, xs in leaves.items() for i, x in enumerate(xs)})

@@ -36,7 +36,7 @@ def main(argv):
 
     try:
         result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, TrainingError, CheckpointError, DatasetNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TrainingError, CheckpointError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if result.get("preempted"):

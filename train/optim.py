@@ -96,7 +96,14 @@ def build_optimizer(config, *, steps_per_epoch: float, total_steps: int, params:
     if config.weight_decay:
         # L2 in the loss, as the reference: grad += wd * w (its loss adds wd * sum(w^2) / 2).
         parts.append(optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask(params)))
-    return optax.chain(*parts, core), schedule
+    tx = optax.chain(*parts, core)
+    if config.get("freeze_backbone") or config.get("backbone_lr_multiplier", 1.0) != 1.0:
+        from train.pretrained import param_labels  # fine-tuning: treat the backbone apart from the head
+
+        backbone = (optax.set_to_zero() if config.get("freeze_backbone")
+                    else optax.chain(tx, optax.scale(config.backbone_lr_multiplier)))
+        tx = optax.multi_transform({"head": tx, "backbone": backbone}, param_labels(params))
+    return tx, schedule
 
 
 def ema_decay(step: jax.Array, decay: float) -> jax.Array:

@@ -23,6 +23,7 @@ from train import input_pipeline
 from train.checkpoint import Checkpoints, with_sharding
 from train.metrics import MetricWriter, Progress
 from train.optim import build_optimizer
+from train.pretrained import load_into_state
 from train.step import TrainState, create_train_state, eval_step, train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -141,6 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state, start_step = checkpoints.restore_latest(with_sharding(abstract_state, replicated))
     if state is None:
         state = jax.jit(functools.partial(init_fn, tx), out_shardings=replicated)(init_key)
+        if config.get("pretrained"):
+            state = load_into_state(state, config.pretrained, replicated)
+            logging.info("Initialized from pretrained weights %s", config.pretrained)
     else:
         logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
     if is_main and start_step == 0:

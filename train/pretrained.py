@@ -1,0 +1,63 @@
+"""Start a run from converted pretrained weights, with a fresh head when the class count differs."""
+from __future__ import annotations
+
+import logging
+
+import jax
+import numpy as np
+
+from efficientnet_jax.weights import WeightConversionError, load_variables
+from efficientnet_jax.weights.common import flatten, unflatten
+
+HEAD = "classifier"
+
+
+def is_head(path: tuple) -> bool:
+    return HEAD in path
+
+
+def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
+    """``fresh`` variables with every backbone leaf taken from ``pretrained``.
+
+    Head leaves keep their fresh initialization when the pretrained head is missing or has
+    another shape (a new class count). Any backbone mismatch is an error naming the leaves.
+    """
+    ours, theirs = flatten(fresh), flatten(pretrained)
+    merged, problems = {}, []
+    for path, leaf in ours.items():
+        source = theirs.get(path)
+        if source is not None and np.shape(source) == np.shape(leaf):
+            merged[path] = np.asarray(source, dtype=leaf.dtype)
+        elif is_head(path):
+            merged[path] = leaf
+        else:
+            problems.append(f"{'/'.join(path)}: model {np.shape(leaf)} vs file "
+                            f"{'missing' if source is None else np.shape(source)}")
+    if problems:
+        raise WeightConversionError(
+            f"Pretrained weights do not fit the model ({len(problems)} leaves): " + "; ".join(problems[:10])
+            + ". Is --config.model the variant the weights were converted for?"
+        )
+    fresh_head = [p for p in ours if is_head(p) and merged[p] is ours[p]]
+    if fresh_head:
+        logging.info("New classifier head (%s); the backbone comes from the pretrained weights.",
+                     ", ".join("/".join(p) for p in fresh_head))
+    return unflatten(merged)
+
+
+def load_into_state(state, path: str, sharding):
+    """The train state with params, batch_stats and their EMA copies from the file at ``path``."""
+    pretrained = load_variables(path)
+    fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    merged = merge_pretrained(fresh, pretrained)
+    # Two device copies: the train step donates the state, and a buffer cannot be donated twice.
+    raw, ema = jax.device_put(merged, sharding), jax.device_put(merged, sharding)
+    return state.replace(params=raw["params"], batch_stats=raw["batch_stats"],
+                         ema_params=ema["params"], ema_batch_stats=ema["batch_stats"])
+
+
+def param_labels(params) -> dict:
+    """'head' or 'backbone' per leaf, for optax.multi_transform."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "head" if is_head(tuple(str(getattr(k, "key", k)) for k in path)) else "backbone", params
+    )
