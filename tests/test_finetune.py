@@ -56,11 +56,12 @@ def test_weights_of_another_variant_are_refused(pretrained_file, tmp_path, data_
         train_and_evaluate(config, tmp_path)
 
 
-def test_gradient_accumulation_runs(tmp_path, data_dir):
+def test_gradient_accumulation_with_mixup_and_cutmix_runs(tmp_path, data_dir):
     from train.configs import digits
     from train.train import train_and_evaluate
 
     config = digits.get_config("runlocal")
     config.data_dir, config.grad_accum_steps = data_dir, 4
+    config.mixup_alpha, config.cutmix_alpha = 0.2, 1.0
     result = train_and_evaluate(config, tmp_path)
     assert np.isfinite(result["loss"])

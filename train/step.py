@@ -37,15 +37,44 @@ def create_train_state(model, tx, key, image_size: int) -> TrainState:
     )
 
 
-def _loss_and_stats(model, params, batch_stats, images, labels, key, label_smoothing):
+def mix_batch(images, targets, key, mixup_alpha: float, cutmix_alpha: float):
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with the batch reversed as partner.
+
+    With both enabled, each step picks one at random. Targets are mixed in proportion to the
+    pixels each image contributes.
+    """
+    if not (mixup_alpha or cutmix_alpha):
+        return images, targets
+    choose, lam_key, box_key = jax.random.split(key, 3)
+    partner_images, partner_targets = images[::-1], targets[::-1]
+    alpha = cutmix_alpha or mixup_alpha
+    lam = jax.random.beta(lam_key, alpha, alpha)
+    if cutmix_alpha:
+        h, w = images.shape[1:3]
+        cut_h, cut_w = jnp.sqrt(1 - lam) * h, jnp.sqrt(1 - lam) * w
+        cy, cx = jax.random.uniform(box_key, (2,)) * jnp.array([h, w])
+        rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+        inside = ((jnp.abs(rows - cy) < cut_h / 2) & (jnp.abs(cols - cx) < cut_w / 2))[None, :, :, None]
+        cut = (jnp.where(inside, partner_images, images), 1 - jnp.mean(inside))
+    if mixup_alpha:
+        mixed = (lam * images + (1 - lam) * partner_images, lam)
+    if cutmix_alpha and mixup_alpha:
+        use_cut = jax.random.bernoulli(choose)
+        images = jnp.where(use_cut, cut[0], mixed[0])
+        lam = jnp.where(use_cut, cut[1], mixed[1])
+    else:
+        images, lam = cut if cutmix_alpha else mixed
+    return images.astype(partner_images.dtype), lam * targets + (1 - lam) * partner_targets
+
+
+def _loss_and_stats(model, params, batch_stats, images, targets, key):
     logits, updates = model.apply(
         {"params": params, "batch_stats": batch_stats}, images, train=True,
         mutable=["batch_stats"], rngs={"dropout": key},
     )
     logits = logits.astype(jnp.float32)
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
     loss = optax.softmax_cross_entropy(logits, targets).mean()
-    correct = jnp.sum(jnp.argmax(logits, -1) == labels)
+    correct = jnp.sum(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
     return loss, (updates["batch_stats"], correct)
 
 
@@ -54,14 +83,17 @@ def _all_finite(tree) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, base_key, label_smoothing: float,
-               ema_decay: float, accum_steps: int = 1) -> tuple[TrainState, dict]:
+               ema_decay: float, accum_steps: int = 1, mixup_alpha: float = 0.0,
+               cutmix_alpha: float = 0.0) -> tuple[TrainState, dict]:
     """One optimizer update. With ``accum_steps > 1`` the batch is split into micro-batches whose
     gradients are averaged (each micro-batch normalizes with its own BN statistics)."""
-    key = jax.random.fold_in(base_key, state.step)
+    key, mix_key = jax.random.split(jax.random.fold_in(base_key, state.step))
     grad_fn = jax.value_and_grad(
-        lambda p, bs, x, y, k: _loss_and_stats(model, p, bs, x, y, k, label_smoothing), has_aux=True
+        lambda p, bs, x, y, k: _loss_and_stats(model, p, bs, x, y, k), has_aux=True
     )
-    images, labels = batch["image"], batch["label"]
+    images = batch["image"]
+    labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], model.num_classes), label_smoothing)
+    images, labels = mix_batch(images, labels, mix_key, mixup_alpha, cutmix_alpha)
     if accum_steps == 1:
         (loss, (batch_stats, correct)), grads = grad_fn(state.params, state.batch_stats, images, labels, key)
     else:

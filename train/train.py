@@ -156,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     train_fn = jax.jit(
         functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=step_key,
                           label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-                          accum_steps=config.get("grad_accum_steps", 1)),
+                          accum_steps=config.get("grad_accum_steps", 1), mixup_alpha=config.get("mixup_alpha", 0.0),
+                          cutmix_alpha=config.get("cutmix_alpha", 0.0)),
         in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated), donate_argnums=0,
     )
     eval_fn = jax.jit(functools.partial(eval_step, model=model),
