@@ -22,3 +22,19 @@ def preprocess(images, model: str | ModelSpec = "efficientnet_b0", dtype=jnp.flo
     mean = jnp.asarray(spec.mean, jnp.float32)
     std = jnp.asarray(spec.std, jnp.float32)
     return ((x.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
+def resize_and_center_crop(image, resolution: int, crop_pct: float, method: str = "bicubic"):
+    """Eval preprocessing of the TF reference: resize the shorter side to resolution / crop_pct,
+    then take the central resolution x resolution crop. ``image``: HWC, any dtype; returns float32."""
+    import jax
+
+    x = jnp.asarray(image, jnp.float32)
+    if x.ndim != 3:
+        raise ValueError(f"image must be HWC, got shape {tuple(x.shape)}")
+    h, w = x.shape[:2]
+    scale = resolution / crop_pct / min(h, w)
+    new_h, new_w = max(resolution, round(h * scale)), max(resolution, round(w * scale))
+    x = jax.image.resize(x, (new_h, new_w, x.shape[2]), method=method, antialias=True)
+    top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
+    return jnp.clip(x[top:top + resolution, left:left + resolution], 0.0, 255.0)
