@@ -15,6 +15,12 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 LITE_MEAN = (127.0, 127.0, 127.0)  # Lite weights were trained on (x - 127) / 128
 LITE_STD = (128.0, 128.0, 128.0)
 MIN_RESOLUTION = 32  # five stride-2 stages
+CROP_PADDING = 32  # the TF reference's eval crop: resolution / (resolution + 32), 0.875 at 224
+
+
+def eval_crop_pct(resolution: int) -> float:
+    """Fraction of the short side the reference's eval center crop keeps at ``resolution``."""
+    return resolution / (resolution + CROP_PADDING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +104,7 @@ class ModelSpec:
     @property
     def crop_pct(self) -> float:
         """Eval center-crop fraction of the TF reference: resolution / (resolution + 32)."""
-        return self.resolution / (self.resolution + 32)
+        return eval_crop_pct(self.resolution)
 
     @property
     def stem_channels(self) -> int:

@@ -162,7 +162,7 @@ def test_center_crop_is_the_reference_fraction():
     image = tf.reshape(tf.range(100 * 100 * 3) % 251, (100, 100, 3))
     image = tf.cast(image, tf.uint8)
     # 224 / (224 + 32) = 0.875 of the short side; at crop_pct 1 and the same size it is the identity.
-    assert augment.default_crop_pct(224) == 0.875
+    assert augment.eval_crop_pct(224) == 0.875
     assert np.array_equal(augment.center_crop(image, 100, crop_pct=1.0).numpy(), image.numpy())
     assert np.array_equal(augment.center_crop(image, 87, crop_pct=0.875).numpy(), image[7:94, 7:94].numpy())
 

@@ -22,9 +22,10 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from efficientnet_jax.specs import eval_crop_pct
+
 MAX_LEVEL = 10.0
 FILL_VALUE = 128  # grey, what the reference fills uncovered pixels with after a warp
-CROP_PADDING = 32  # eval crop fraction size / (size + 32) of the reference: 0.875 at 224
 TRANSLATE_FRACTION = 0.45
 INCEPTION_AREA_RANGE = (0.08, 1.0)
 INCEPTION_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
@@ -60,10 +61,6 @@ def resize(image: tf.Tensor, size: int, method: str = "bicubic") -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def default_crop_pct(size: int) -> float:
-    return size / (size + CROP_PADDING)
-
-
 def _center_window(shape: tf.Tensor, crop_pct: float) -> tf.Tensor:
     """[offset_y, offset_x, h, w] of the reference's square central crop."""
     height, width = shape[0], shape[1]
@@ -83,7 +80,7 @@ def _inception_window(shape: tf.Tensor, seed: tf.Tensor, size: int,
     # After max_attempts failures the sampler returns the whole image; the reference then
     # falls back to the eval crop rather than train on an uncropped, unscaled view.
     gave_up = tf.logical_and(tf.equal(crop_size[0], shape[0]), tf.equal(crop_size[1], shape[1]))
-    return tf.cond(gave_up, lambda: _center_window(shape, default_crop_pct(size)), lambda: window)
+    return tf.cond(gave_up, lambda: _center_window(shape, eval_crop_pct(size)), lambda: window)
 
 
 def _crop(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
@@ -119,13 +116,13 @@ def center_crop(image: tf.Tensor, size: int, crop_pct: float | None = None) -> t
 
     ``crop_pct`` None is the reference's size / (size + 32); 1.0 keeps the whole square.
     """
-    crop_pct = default_crop_pct(size) if crop_pct is None else crop_pct
+    crop_pct = eval_crop_pct(size) if crop_pct is None else crop_pct
     return resize(_crop(image, _center_window(tf.shape(image), crop_pct)), size)
 
 
 def decode_and_center_crop(image_bytes: tf.Tensor, size: int, crop_pct: float | None = None) -> tf.Tensor:
     """``center_crop`` that decodes only the crop of a JPEG."""
-    pct = default_crop_pct(size) if crop_pct is None else crop_pct
+    pct = eval_crop_pct(size) if crop_pct is None else crop_pct
 
     def jpeg():
         window = _center_window(tf.image.extract_jpeg_shape(image_bytes), pct)
