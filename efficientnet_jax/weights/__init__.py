@@ -1,8 +1,14 @@
-"""Weight converters. Each returns ``variables`` for ``create_model(name)`` and fails loudly on any mismatch."""
+"""Pretrained weights: converters from every source, one loader, framework-neutral files.
+
+Each converter returns ``variables`` for ``create_model(name)`` and fails loudly on any mismatch;
+``load_pretrained`` picks the converter and the model settings for you.
+"""
 from efficientnet_jax.weights.common import WeightConversionError
 from efficientnet_jax.weights.io import load_variables, save_variables
 from efficientnet_jax.weights.keras import from_keras, to_keras
+from efficientnet_jax.weights.pretrained import check_fits, load_pretrained, save_pretrained
 from efficientnet_jax.weights.pytorch import from_torch_state_dict
+from efficientnet_jax.weights.timm import from_timm_state_dict
 
-__all__ = ["WeightConversionError", "from_keras", "from_torch_state_dict", "load_variables", "save_variables",
-           "to_keras"]
+__all__ = ["WeightConversionError", "check_fits", "from_keras", "from_timm_state_dict", "from_torch_state_dict",
+           "load_pretrained", "load_variables", "save_pretrained", "save_variables", "to_keras"]

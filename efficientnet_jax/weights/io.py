@@ -1,30 +1,74 @@
-"""Save and load converted variables in a framework-neutral file (flax msgpack), so users convert once.
+"""Save and load converted variables in framework-neutral files, so users convert once.
 
-msgpack holds only arrays and dicts: loading it runs no code, unlike a pickle.
+Two formats, chosen by the file suffix: ``.safetensors`` (readable by any framework; keys are
+'/'-joined variable paths like ``params/stem_conv/kernel``) and anything else as flax msgpack.
+Neither runs code on load, unlike a pickle. Both carry a small JSON ``metadata`` dict, which
+``save_pretrained`` uses to record the model a file belongs to.
 """
 from __future__ import annotations
 
+import json
 import pathlib
+from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
 
+from efficientnet_jax.weights.common import flatten, unflatten
 
-def save_variables(path: str | pathlib.Path, variables: dict) -> None:
+_METADATA_KEY = "__metadata__"  # a JSON string beside the variables (msgpack) or in the header (safetensors)
+
+
+def _is_safetensors(path: pathlib.Path) -> bool:
+    return path.suffix == ".safetensors"
+
+
+def save_variables(path: str | pathlib.Path, variables: dict, metadata: dict[str, Any] | None = None) -> None:
+    """Write ``variables`` (and optional JSON-able ``metadata``) atomically: a crash never leaves a
+    half-written file under the real name."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, variables)))
-    tmp.replace(path)  # never leave a half-written file under the real name
+    arrays = jax.tree.map(np.asarray, jax.device_get(variables))
+    if _is_safetensors(path):
+        from safetensors.numpy import save_file
+
+        flat = {"/".join(p): np.ascontiguousarray(v) for p, v in flatten(arrays).items()}
+        save_file(flat, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata or {})})
+    else:
+        tree = {**arrays, _METADATA_KEY: json.dumps(metadata or {})}
+        tmp.write_bytes(flax.serialization.msgpack_serialize(tree))
+    tmp.replace(path)
+
+
+def _check_exists(path: pathlib.Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path}: convert weights first (efficientnet_jax.weights) "
+                                "and save them with save_variables or save_pretrained")
+
+
+def load_variables_and_metadata(path: str | pathlib.Path) -> tuple[dict, dict[str, Any]]:
+    path = pathlib.Path(path)
+    _check_exists(path)
+    try:
+        if _is_safetensors(path):
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as f:
+                header = f.metadata() or {}
+                flat = {tuple(k.split("/")): f.get_tensor(k) for k in f.keys()}
+            return unflatten(flat), json.loads(header.get(_METADATA_KEY, "{}"))
+        tree = flax.serialization.msgpack_restore(path.read_bytes())
+        if not isinstance(tree, dict):
+            raise ValueError(f"it holds a {type(tree).__name__}, not a dict of variables")
+        metadata = json.loads(tree.pop(_METADATA_KEY, "{}"))
+        return tree, metadata
+    except Exception as e:  # noqa: BLE001 - any decoding failure means a bad file
+        kind = "safetensors" if _is_safetensors(path) else "msgpack"
+        raise ValueError(f"{path} is not a {kind} weights file written by save_variables ({e})") from e
 
 
 def load_variables(path: str | pathlib.Path) -> dict:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No weights file at {path}: convert weights first (efficientnet_jax.weights) "
-                                "and save them with save_variables")
-    try:
-        return flax.serialization.msgpack_restore(path.read_bytes())
-    except Exception as e:  # noqa: BLE001 - any decoding failure means a bad file
-        raise ValueError(f"{path} is not a msgpack weights file written by save_variables ({e})") from e
+    """The variables saved by ``save_variables`` (either format); metadata is dropped."""
+    return load_variables_and_metadata(path)[0]

@@ -1,0 +1,66 @@
+"""timm state dicts (``tf_efficientnet_b0``, ``efficientnet_b0``, ``tf_efficientnet_lite0`` ...) -> our variables.
+
+timm numbers blocks by stage (``blocks.{stage}.{block}``) and names the convs of a block by its
+kind: a depthwise-separable block (expand ratio 1, the first stage) has ``conv_dw, bn1, conv_pw,
+bn2``; an inverted residual has ``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``.
+
+Padding and BN epsilon follow the source: timm's ``tf_*`` weights were ported from TensorFlow
+(TF "SAME" padding, epsilon 1e-3: our defaults); its other EfficientNets were trained in PyTorch
+(symmetric padding, epsilon 1e-5). ``timm_model_kwargs`` says which.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from efficientnet_jax.specs import BlockSpec, list_models
+from efficientnet_jax.weights.common import Path, WeightConversionError
+from efficientnet_jax.weights.pytorch import LEAF, convert_state_dict
+
+_TOP_LEVEL = {"stem_conv": "conv_stem", "stem_bn": "bn1", "head_conv": "conv_head", "head_bn": "bn2",
+              "classifier": "classifier"}
+_SQUEEZE_EXCITE = {("se", "reduce"): "se.conv_reduce", ("se", "expand"): "se.conv_expand"}
+_INVERTED_RESIDUAL = {
+    ("expand_conv",): "conv_pw", ("expand_bn",): "bn1", ("dw_conv",): "conv_dw", ("dw_bn",): "bn2",
+    ("project_conv",): "conv_pwl", ("project_bn",): "bn3", **_SQUEEZE_EXCITE,
+}
+_DEPTHWISE_SEPARABLE = {
+    ("dw_conv",): "conv_dw", ("dw_bn",): "bn1", ("project_conv",): "conv_pw", ("project_bn",): "bn2",
+    **_SQUEEZE_EXCITE,
+}
+# Settings of timm's PyTorch-trained (not ``tf_``) EfficientNets.
+_PYTORCH_TRAINED = {"padding": "symmetric", "bn_epsilon": 1e-5}
+
+
+def timm_key(path: Path, block: BlockSpec | None, index: int) -> str:
+    """timm state-dict key of one of our variables."""
+    del index
+    collection, *modules, leaf = path
+    if block is None:
+        module = _TOP_LEVEL[modules[0]]
+    else:
+        table = _DEPTHWISE_SEPARABLE if block.expand_ratio == 1 else _INVERTED_RESIDUAL
+        module = f"blocks.{block.stage - 1}.{block.index - 1}.{table[tuple(modules[1:])]}"
+    return f"{module}.{LEAF[(collection, leaf)]}"
+
+
+def timm_model_kwargs(timm_name: str) -> tuple[str, dict[str, Any]]:
+    """Our model name and spec overrides for a timm model name: 'tf_efficientnet_b3' ->
+    ('efficientnet_b3', {}); 'efficientnet_b3' -> ('efficientnet_b3', symmetric padding, eps 1e-5)."""
+    name = timm_name.split(".")[0]  # drop a pretrained tag: 'tf_efficientnet_b0.ns_jft_in1k'
+    ported_from_tf = name.startswith("tf_")
+    ours = name.removeprefix("tf_")
+    if ours not in list_models():
+        raise WeightConversionError(
+            f"timm model {timm_name!r} has no counterpart here; timm names are ours with an optional "
+            f"'tf_' prefix: {', '.join(list_models())}"
+        )
+    return ours, ({} if ported_from_tf else dict(_PYTORCH_TRAINED))
+
+
+def from_timm_state_dict(state_dict: Mapping[str, Any], timm_name: str, **model_kwargs: Any) -> dict:
+    """Variables from a timm state dict. ``timm_name`` is timm's model name ('tf_efficientnet_lite0',
+    'efficientnet_b0'); build the model with ``create_model(*timm_model_kwargs(timm_name))``-style
+    settings, or use ``load_pretrained``, which does that for you."""
+    name, overrides = timm_model_kwargs(timm_name)
+    return convert_state_dict(state_dict, name, key_for=timm_key, classifier_key="classifier.weight",
+                              source="timm", **{**overrides, **model_kwargs})
