@@ -273,17 +273,23 @@ def extract_features(
     import jax
     import jax.numpy as jnp
 
+    names: list[str] = []  # the model's layer order; jax returns dicts sorted by key
+
     def fn(v, x):
         feats = model.apply(v, x, train=False, features_only=True)
-        return {k: jnp.mean(f, axis=(1, 2)) if pool and f.ndim == 4 else f for k, f in feats.items()}
+        names[:] = list(feats)
+        return tuple(jnp.mean(f, axis=(1, 2)) if pool and f.ndim == 4 else f for f in feats.values())
 
     apply = jax.jit(fn)
-    chunks: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(images), batch_size):
-        out = apply(variables, jnp.asarray(images[start:start + batch_size]))
-        for k, f in out.items():
-            chunks.setdefault(k, []).append(np.asarray(f))
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+    n = len(images)
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, n, batch_size):
+        batch = np.asarray(images[start:start + batch_size])
+        if n > batch_size and len(batch) < batch_size:  # pad the last batch: one compilation
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), axis=0)])
+        out = apply(variables, jnp.asarray(batch))
+        chunks.append([np.asarray(f)[: min(batch_size, n - start)] for f in out])
+    return {name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(names)}
 
 
 def compare_models(
