@@ -62,6 +62,7 @@ class DatasetInfo:
     num_eval_examples: int
     train_split: str
     eval_split: str
+    label_names: tuple[str, ...] = ()  # by label index; ImageNet-style sources use WordNet synset ids
 
 
 # ---- Sources: where the (encoded image, label) records come from --------------------------------
@@ -116,6 +117,7 @@ class _TfdsSource:
             raise ValueError(f"{name}: feature {self.image_key!r} is not an image; only image classification "
                              "datasets are supported")
         self.num_classes = features[self.label_key].num_classes
+        self.label_names = tuple(features[self.label_key].names)
         self.splits = tuple(self.builder.info.splits.keys())  # empty under mock_data
         # TFRecord files we can read in any order ourselves; otherwise (mock_data, ArrayRecord)
         # tfds' reader gives one fixed order and only the shuffle window varies per epoch.
@@ -181,6 +183,7 @@ class _FolderSource:
             raise DatasetNotFoundError(f"Image folder {root!r} has no <split>/<class>/<image> files "
                                        "(.jpg, .jpeg, .png).")
         self.num_classes = self.builder.info.features["label"].num_classes
+        self.label_names = tuple(self.builder.info.features["label"].names)
 
     def num_examples(self, split: str) -> int:
         if split not in self.splits:
@@ -252,7 +255,7 @@ def dataset_info(config) -> DatasetInfo:
     return DatasetInfo(name=source.name, num_classes=source.num_classes,
                        num_train_examples=source.num_examples(train_split),
                        num_eval_examples=source.num_examples(eval_split),
-                       train_split=train_split, eval_split=eval_split)
+                       train_split=train_split, eval_split=eval_split, label_names=source.label_names)
 
 
 # ---- Preprocessing -----------------------------------------------------------------------------
