@@ -159,7 +159,12 @@ def _grid_axes(grid) -> tuple[Sequence[float], Sequence[float], Sequence[float]]
 
 
 def _rank(rows: list[Candidate], target: float) -> list[Candidate]:
-    return sorted(rows, key=lambda c: (c.metric is None, -(c.metric or 0.0), abs(c.flops_ratio - target)))
+    """Best metric first (missing or NaN last), then closest measured ratio to the target."""
+    def key(c: Candidate):
+        unscored = c.metric is None or math.isnan(c.metric)
+        return unscored, 0.0 if unscored else -c.metric, abs(c.flops_ratio - target)
+
+    return sorted(rows, key=key)
 
 
 def search_coefficients(

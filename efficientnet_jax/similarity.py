@@ -35,10 +35,25 @@ def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- Gram matrices and HSIC
 
+GRAM_CHUNK = 1 << 16  # features converted to float64 at a time
+
+
 def gram_linear(x: Any) -> np.ndarray:
-    """K = Xc Xcᵀ of the centered features."""
-    x = _centered(x)
-    return x @ x.T
+    """K = Xc Xcᵀ of the centered features, accumulated over feature chunks.
+
+    A stem feature map of 512 images is ~200M values; chunking keeps the float64
+    copy to n × GRAM_CHUNK while the arithmetic stays float64 and exact.
+    """
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"features must have shape (n, ...) with at least 2 axes, got shape {x.shape}")
+    x = x.reshape(x.shape[0], -1)
+    gram = np.zeros((x.shape[0], x.shape[0]))
+    for start in range(0, x.shape[1], GRAM_CHUNK):
+        chunk = x[:, start:start + GRAM_CHUNK].astype(np.float64)
+        chunk -= chunk.mean(axis=0, keepdims=True)
+        gram += chunk @ chunk.T
+    return gram
 
 
 def gram_rbf(x: Any, threshold: float = 0.5) -> np.ndarray:

@@ -112,6 +112,14 @@ def test_search_without_metric_ranks_by_closeness_and_takes_per_axis_grids():
     assert set(rows[0].asdict()) >= {"alpha", "beta", "gamma", "depth", "width", "resolution", "macs", "flops_ratio", "metric"}
 
 
+def test_unscored_candidates_rank_last():
+    rows = scaling.search_coefficients(
+        TINY, grid=((1.0,), (1.0, 1.4), (1.0, 1.4)), tolerance=0.2,
+        evaluate=lambda c: float("nan") if c.beta > 1 else 0.5,
+    )
+    assert len(rows) == 2 and rows[0].metric == 0.5 and math.isnan(rows[1].metric)
+
+
 def test_search_at_phi_2():
     rows = scaling.search_coefficients(TINY, phi=2.0, grid=((1.0,), (1.0,), (1.4, 1.45)), tolerance=0.3)
     assert rows and all(c.resolution == round(32 * c.gamma**2) for c in rows)

@@ -90,6 +90,13 @@ def test_feature_space_and_gram_forms_agree(p1, p2):
     assert hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l)) == pytest.approx(expected, rel=1e-10)
 
 
+def test_gram_accumulated_over_feature_chunks(monkeypatch):
+    x = rng_of(17).normal(size=(20, 3, 4, 5)).astype(np.float32) + 100.0
+    direct = (lambda c: c @ c.T)(x.reshape(20, -1).astype(np.float64) - x.reshape(20, -1).astype(np.float64).mean(0))
+    monkeypatch.setattr(sim, "GRAM_CHUNK", 7)
+    np.testing.assert_allclose(sim.gram_linear(x), direct, rtol=1e-12, atol=1e-9)
+
+
 def test_biased_hsic_is_trace_formula():
     x, y = correlated(2, n=30)
     n = 30
