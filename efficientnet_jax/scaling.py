@@ -228,6 +228,16 @@ def _bisect(ratio_of: Callable[[Any], float], lo, hi, target: float, integer: bo
     return min((lo, hi), key=lambda m: abs(ratio_of(m) - target))
 
 
+def _tidy(m: float, macs_of: Callable[[float], int]) -> float:
+    """The roundest multiplier that builds the same model as ``m`` (bisection ends at 1.50006, not 2.0)."""
+    for digits in range(5):
+        scale = 10**digits
+        for candidate in (round(m, digits), math.ceil(m * scale) / scale, math.floor(m * scale) / scale):
+            if candidate > 0 and macs_of(candidate) == macs_of(m):
+                return float(candidate)
+    return m
+
+
 def single_dimension_baselines(
     build: Callable[[float, float, int], Any],
     flops_factor: float = 2.0,
@@ -241,7 +251,8 @@ def single_dimension_baselines(
 
     Each multiplier is found by bisection on measured MACs (a step function of it,
     because channels and repeats are rounded), and the achievable value closest to
-    the target is returned; its ``flops_ratio`` says how close that is. Candidates
+    the target is returned, as the roundest multiplier that builds that same model;
+    its ``flops_ratio`` says how close to the target that is. Candidates
     carry the multiplier as alpha/beta/gamma (phi = 1) and ``kind`` names the dimension.
     """
     if flops_factor <= 1:
@@ -255,7 +266,9 @@ def single_dimension_baselines(
 
     base = macs(1.0, 1.0, base_res)
     depth = _bisect(lambda m: macs(m, 1.0, base_res) / base, 1.0, max_multiplier, flops_factor, False, iterations)
+    depth = _tidy(depth, lambda m: macs(m, 1.0, base_res))
     width = _bisect(lambda m: macs(1.0, m, base_res) / base, 1.0, max_multiplier, flops_factor, False, iterations)
+    width = _tidy(width, lambda m: macs(1.0, m, base_res))
     hi_res = int(math.ceil(base_res * max_multiplier))
     resolution = _bisect(lambda r: macs(1.0, 1.0, r) / base, base_res, hi_res, flops_factor, True, 64)
     rows = []
