@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from efficientnet_jax.flops import count_flops
+from efficientnet_jax.flops import count_flops, count_params
 
 ALPHA = 1.2  # depth
 BETA = 1.1  # width
@@ -123,6 +123,7 @@ class Candidate:
     width: float
     resolution: int  # pixels
     macs: int  # measured on the built model, batch 1
+    params: int  # of the built model (depends on num_classes)
     flops_ratio: float  # measured MACs / base MACs
     formula_ratio: float  # (alpha * beta**2 * gamma**2) ** phi
     metric: float | None = None  # evaluate(candidate), higher is better
@@ -135,14 +136,20 @@ class Candidate:
 DEFAULT_GRID = tuple(round(1.0 + 0.05 * k, 2) for k in range(9))  # 1.00 ... 1.40
 
 
-def measure_macs(build: Callable[[float, float, int], Any], depth: float, width: float, resolution: int,
-                 channels: int = 3) -> int:
-    """Multiply-adds of one image through ``build(depth, width, resolution)``, on abstract variables."""
+def measure_model(build: Callable[[float, float, int], Any], depth: float, width: float, resolution: int,
+                  channels: int = 3) -> tuple[int, int]:
+    """(multiply-adds of one image, parameters) of ``build(depth, width, resolution)``, on abstract variables."""
     model = build(depth, width, resolution)
     shape = (1, resolution, resolution, channels)
     init = functools.partial(model.init, train=False)
     variables = jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jax.numpy.float32))
-    return count_flops(model, variables, shape)
+    return count_flops(model, variables, shape), count_params(variables.get("params", variables))
+
+
+def measure_macs(build: Callable[[float, float, int], Any], depth: float, width: float, resolution: int,
+                 channels: int = 3) -> int:
+    """Multiply-adds of one image through ``build(depth, width, resolution)`` (``count_flops``)."""
+    return measure_model(build, depth, width, resolution, channels)[0]
 
 
 def _base_resolution(build, base_resolution: int | None) -> int:
@@ -177,6 +184,7 @@ def search_coefficients(
     base_resolution: int | None = None,
     evaluate: Callable[[Candidate], float] | None = None,
     formula_tolerance: float | None = None,
+    dedupe: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[Candidate]:
     """Grid search for compound coefficients (Tan & Le 2019, step 1), ranked best first.
@@ -188,7 +196,10 @@ def search_coefficients(
     measured; those whose measured ratio to the base is within ``tolerance`` are
     kept (rounding of channels and repeats moves real FLOPs away from the rule) and,
     if given, ``evaluate(candidate)`` scores them (e.g. validation accuracy from a
-    training run; higher is better). Ranking: by metric, else by closeness to the target.
+    training run; higher is better). Rounding often makes different coefficients
+    build the same model (ceil of repeats); with ``dedupe`` those with equal resolution,
+    MACs and parameters are evaluated once and share the metric. Ranking: by metric,
+    else by closeness to the target.
     """
     base_res = _base_resolution(build, base_resolution)
     channels = getattr(build, "channels", 3)
@@ -201,15 +212,25 @@ def search_coefficients(
         if abs(formula / target - 1) > formula_tolerance:
             continue
         depth, width, resolution = compound_scaling(phi, alpha, beta, gamma, base_res)
-        macs = measure_macs(build, depth, width, resolution, channels)
+        macs, params = measure_model(build, depth, width, resolution, channels)
         ratio = macs / base_macs
         if log:
             log(f"alpha={alpha} beta={beta} gamma={gamma}: rule {formula:.3f}x, measured {ratio:.3f}x")
         if abs(ratio / target - 1) > tolerance:
             continue
-        rows.append(Candidate(alpha, beta, gamma, depth, width, resolution, macs, ratio, formula))
+        rows.append(Candidate(
+            alpha=alpha, beta=beta, gamma=gamma, depth=depth, width=width, resolution=resolution,
+            macs=macs, params=params, flops_ratio=ratio, formula_ratio=formula,
+        ))
     if evaluate is not None:
-        rows = [dataclasses.replace(c, metric=float(evaluate(c))) for c in rows]
+        seen: dict[tuple[int, int, int], float] = {}  # (resolution, macs, params) -> metric
+        scored = []
+        for c in rows:
+            key = (c.resolution, c.macs, c.params)
+            if key not in seen or not dedupe:
+                seen[key] = float(evaluate(c))
+            scored.append(dataclasses.replace(c, metric=seen[key]))
+        rows = scored
     return _rank(rows, target)
 
 
@@ -261,8 +282,11 @@ def single_dimension_baselines(
     channels = getattr(build, "channels", 3)
 
     @functools.lru_cache(maxsize=None)
+    def measured(depth: float, width: float, resolution: int) -> tuple[int, int]:
+        return measure_model(build, depth, width, resolution, channels)
+
     def macs(depth: float, width: float, resolution: int) -> int:
-        return measure_macs(build, depth, width, resolution, channels)
+        return measured(depth, width, resolution)[0]
 
     base = macs(1.0, 1.0, base_res)
     depth = _bisect(lambda m: macs(m, 1.0, base_res) / base, 1.0, max_multiplier, flops_factor, False, iterations)
@@ -275,8 +299,11 @@ def single_dimension_baselines(
     for kind, (d, w, r) in (("depth", (depth, 1.0, base_res)), ("width", (1.0, width, base_res)),
                             ("resolution", (1.0, 1.0, resolution))):
         gamma = r / base_res
-        m = macs(d, w, r)
-        rows.append(Candidate(d, w, gamma, d, w, r, m, m / base, _rule_factor(d, w, gamma), kind=kind))
+        m, params = measured(d, w, r)
+        rows.append(Candidate(
+            alpha=d, beta=w, gamma=gamma, depth=d, width=w, resolution=r, macs=m, params=params,
+            flops_ratio=m / base, formula_ratio=_rule_factor(d, w, gamma), kind=kind,
+        ))
     if evaluate is not None:
         rows = [dataclasses.replace(c, metric=float(evaluate(c))) for c in rows]
     return rows
@@ -285,14 +312,14 @@ def single_dimension_baselines(
 def candidates_table(rows: Sequence[Candidate]) -> str:
     """A Markdown table of candidates (for reports)."""
     lines = [
-        "| kind | alpha | beta | gamma | depth | width | resolution | MACs | measured ratio | rule ratio | metric |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| kind | alpha | beta | gamma | depth | width | resolution | params | MACs | measured ratio | rule ratio | metric |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in rows:
         metric = "" if c.metric is None else f"{c.metric:.4g}"
         lines.append(
             f"| {c.kind} | {c.alpha:.3f} | {c.beta:.3f} | {c.gamma:.3f} | {c.depth:.3f} | {c.width:.3f} | "
-            f"{c.resolution} | {c.macs:,} | {c.flops_ratio:.3f} | {c.formula_ratio:.3f} | {metric} |"
+            f"{c.resolution} | {c.params:,} | {c.macs:,} | {c.flops_ratio:.3f} | {c.formula_ratio:.3f} | {metric} |"
         )
     return "\n".join(lines)
 

@@ -86,7 +86,7 @@ def test_search_keeps_only_measured_matches_and_ranks_by_metric():
     grid = (1.0, 1.2, 1.4)
     rows = scaling.search_coefficients(TINY, grid=grid, tolerance=0.15, evaluate=evaluate)
     base = direct_macs(TinyNet(), 32)
-    assert rows and len(calls) == len(rows)
+    assert rows and len(calls) == len({(c.resolution, c.macs, c.params) for c in rows})  # one per distinct model
     for c in rows:
         assert abs(c.alpha * c.beta**2 * c.gamma**2 / 2 - 1) <= 0.15  # the rule, phi = 1
         assert c.macs == direct_macs(TinyNet(depth=c.depth, width=c.width), c.resolution)
@@ -95,6 +95,8 @@ def test_search_keeps_only_measured_matches_and_ranks_by_metric():
         assert c.resolution == round(32 * c.gamma) and c.metric == -c.macs
     assert [c.metric for c in rows] == sorted((c.metric for c in rows), reverse=True)
     # Rule-valid triples can miss on measured MACs (rounding of repeats/channels): they are dropped.
+    calls.clear()
+    assert len(scaling.search_coefficients(TINY, grid=grid, tolerance=0.15, evaluate=evaluate, dedupe=False)) == len(calls)
     everything = [
         (a, b, g) for a in grid for b in grid for g in grid if abs(a * b * b * g * g / 2 - 1) <= 0.15
     ]
@@ -110,6 +112,15 @@ def test_search_without_metric_ranks_by_closeness_and_takes_per_axis_grids():
     assert all(c.alpha in (1.0, 2.0) and c.gamma in (1.0, 1.25) for c in rows)
     assert "| compound |" in scaling.candidates_table(rows)
     assert set(rows[0].asdict()) >= {"alpha", "beta", "gamma", "depth", "width", "resolution", "macs", "flops_ratio", "metric"}
+
+
+def test_same_model_from_different_coefficients_is_evaluated_once():
+    calls = []
+    rows = scaling.search_coefficients(  # depth 1.2, 1.3, 1.4 all build ceil(2d) = 3 blocks per stage
+        TINY, flops_factor=1.3, grid=((1.2, 1.3, 1.4), (1.0,), (1.0,)), tolerance=0.5,
+        evaluate=lambda c: calls.append(c) or 0.7,
+    )
+    assert len(rows) == 3 and len(calls) == 1 and {c.metric for c in rows} == {0.7}
 
 
 def test_unscored_candidates_rank_last():
