@@ -88,7 +88,9 @@ def test_forward_conventions(cls):
     last = "head" if "head" in feats else "stage4"
     pooled = jax.eval_shape(lambda v: backbone.apply(v, x, train=False), variables)
     assert pooled.shape == (2, feats[last].shape[-1])
-    train = lambda v: model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})  # noqa: E731
+    def train(v):
+        return model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
+
     out, updates = jax.eval_shape(train, variables)
     assert out.shape == (2, 10)
     assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
