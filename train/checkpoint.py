@@ -1,14 +1,21 @@
 """Orbax checkpoints that never lose a good state.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a
-kill mid-write leaves the previous steps intact. On restore, a step that fails to
-load (truncated or corrupted files) is reported and the next older one is tried;
-nothing is ever deleted here.
+kill mid-write leaves the previous steps intact (the next save of that step removes the
+unfinished directory). On restore, a step that fails to load (truncated or corrupted
+files) is reported and the next older one is tried; once an older one loads, the
+unreadable ones are moved to ``<checkpoints>.corrupt/`` (kept for inspection, never
+deleted, and out of the way of the resumed run's saves). A save that fails (disk full,
+no permission) raises ``CheckpointError`` naming the directory and the cause; the state
+passed to ``save`` is only read, so it stays usable.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import pathlib
+import re
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -16,6 +23,34 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
     pass
+
+
+_CAUSES = {
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+}
+# tensorstore reports OS errors inside a ValueError's text: "... [os_error_code='28']"
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def _cause(exc: BaseException) -> str | None:
+    """A plain-words cause for a filesystem failure anywhere in ``exc``'s chain, else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        code = getattr(exc, "errno", None)
+        if code is None:
+            match = _OS_ERROR_CODE.search(str(exc))
+            code = int(match.group(1)) if match else None
+        if code in _CAUSES:
+            return _CAUSES[code]
+        if isinstance(exc, OSError):
+            return f"{type(exc).__name__}: {exc}"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class Checkpoints:
@@ -27,18 +62,38 @@ class Checkpoints:
                 max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
             ),
         )
+        self._writing: int | None = None  # the step an asynchronous save may still be writing
+
+    def _failed(self, step: int | None, e: BaseException) -> CheckpointError:
+        self._writing = None  # reported once: wait()/close() do not raise it again
+        cause = _cause(e) or f"{type(e).__name__}: {str(e)[:500]}"
+        good = [s for s in self.manager.all_steps() if s != step]
+        return CheckpointError(
+            f"Could not write the checkpoint of step {step} to {self.directory}: {cause}. Free disk space, fix "
+            f"the permissions or point --workdir elsewhere, then rerun the same command: it resumes from the "
+            f"newest complete checkpoint (steps {sorted(good)} are untouched)."
+        )
 
     def save(self, step: int, state) -> None:
         try:
+            self.manager.check_for_errors()  # a failed earlier asynchronous save is reported as such
+        except Exception as e:  # noqa: BLE001 - re-raised with the path and the cause
+            raise self._failed(self._writing, e) from e
+        try:
             self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
-        except OSError as e:
-            raise CheckpointError(
-                f"Could not write the checkpoint of step {step} to {self.directory}: {e}. "
-                "Free disk space or point --workdir elsewhere; earlier checkpoints are untouched."
-            ) from e
+        except Exception as e:  # noqa: BLE001
+            raise self._failed(step, e) from e
+        self._writing = step
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            if self._writing is None:  # this failure was already raised by save()
+                logging.warning("Checkpoint write failed earlier: %s", str(e)[:300])
+                return
+            raise self._failed(self._writing, e) from e
+        self._writing = None
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -50,12 +105,14 @@ class Checkpoints:
             try:
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unusable"
-                logging.warning("Checkpoint of step %d in %s cannot be restored (%s: %s); trying an older one.",
-                                step, self.directory, type(e).__name__, str(e)[:300])
+                logging.warning("Checkpoint of step %d in %s is corrupt or incomplete and cannot be restored "
+                                "(%s: %s); trying an older one.", step, self.directory, type(e).__name__, str(e)[:300])
                 failures.append(step)
                 continue
             if failures:
-                logging.warning("Resuming from step %d; unreadable checkpoints %s were left in place.", step, failures)
+                moved = self._quarantine(failures)
+                logging.warning("Resuming from step %d; the unreadable checkpoints of steps %s were moved, not "
+                                "deleted, to %s.", step, failures, moved)
             return state, step
         if failures:
             raise CheckpointError(
@@ -64,9 +121,23 @@ class Checkpoints:
             )
         return None, 0
 
+    def _quarantine(self, steps: list[int]) -> pathlib.Path:
+        """Move unreadable steps out of the manager's directory so the resumed run can save them anew."""
+        target = self.directory.with_name(self.directory.name + ".corrupt")
+        if jax.process_index() == 0:
+            target.mkdir(exist_ok=True)
+            for step in steps:
+                (self.directory / str(step)).rename(target / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if jax.process_count() > 1:
+            ocp.multihost.sync_global_processes("efficientnet_jax_quarantine")
+        self.manager.reload()
+        return target
+
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def with_sharding(abstract_tree, sharding):

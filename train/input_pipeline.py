@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 from typing import Iterator
@@ -170,8 +171,9 @@ class _TfdsSource:
 class _FolderSource:
     """``folder:/root`` with root/<split>/<class>/<image>; TFDS's ImageFolder lists and labels it."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, skip_corrupt: bool = True):
         root = os.path.expanduser(root)
+        self.skip_corrupt = skip_corrupt
         if not tf.io.gfile.isdir(root):
             raise DatasetNotFoundError(
                 f"Image folder {root!r} does not exist. Expected {root}/train/<class>/*.jpg and "
@@ -188,14 +190,35 @@ class _FolderSource:
     def num_examples(self, split: str) -> int:
         if split not in self.splits:
             raise ValueError(f"{self.name} has no split {split!r}; it has {list(self.splits)}")
-        return self.builder.info.splits[split].num_examples
+        return len(self._examples(split))
+
+    def _examples(self, split: str) -> list:
+        """ImageFolder's file list in its fixed (seeded) order, without the files that do not decode.
+
+        Every file is decoded once, when a split is first used (cached per process), so corrupt
+        images are dropped before sharding and shuffling: positions, shards and resumption stay
+        exact. With ``skip_corrupt_images=False`` a corrupt file is an error instead.
+        """
+        examples = self.builder._split_examples[split]  # pylint: disable=protected-access
+        key = (self.name, split, len(examples))
+        if key not in _DECODABLE:
+            _DECODABLE[key] = _decodable([e.image_path for e in examples])
+        bad = [e.image_path for e, ok in zip(examples, _DECODABLE[key]) if not ok]
+        if bad and not self.skip_corrupt:
+            raise ValueError(
+                f"{len(bad)} of the {len(examples)} images of {self.name}:{split} cannot be decoded: "
+                f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Replace or remove them, or set "
+                "--config.skip_corrupt_images=True to skip them.")
+        if bad:
+            logging.warning("Skipping %d of the %d images of %s:%s that cannot be decoded: %s%s", len(bad),
+                            len(examples), self.name, split, ", ".join(bad[:5]), " ..." if len(bad) > 5 else "")
+        return [e for e, ok in zip(examples, _DECODABLE[key]) if ok]
 
     def records(self, split: str, *, process_index: int, process_count: int, drop_remainder: bool,
                 order: tuple[tf.Tensor, tf.Tensor] | None = None, window: int = 0) -> tf.data.Dataset:
         del window  # permuting the file list is a full shuffle at the cost of a list of paths
-        # ImageFolder's file list in its fixed (seeded) order; its as_dataset() can neither shard
-        # nor shuffle reproducibly, so we read the files ourselves.
-        examples = self.builder._split_examples[split]  # pylint: disable=protected-access
+        # ImageFolder's as_dataset() can neither shard nor shuffle reproducibly: we read the files ourselves.
+        examples = self._examples(split)
         start, stop = _even_range(len(examples), process_index, process_count, drop_remainder)
         label_of = self.builder.info.features["label"].str2int
         paths = tf.constant([e.image_path for e in examples[start:stop]], tf.string)
@@ -206,6 +229,23 @@ class _FolderSource:
         return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
             lambda path, label: (tf.io.read_file(path), label), num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True)
+
+
+_DECODABLE: dict[tuple, np.ndarray] = {}  # (source, split, file count) -> which files decode
+
+
+def _decodable(paths: list[str]) -> np.ndarray:
+    """Which of ``paths`` decode as images (read and decoded in parallel, with the pipeline's decoder)."""
+    def decode(index, path):
+        image = augment.decode_and_center_crop(tf.io.read_file(path), 8, 1.0)
+        return index, tf.reduce_sum(tf.cast(image, tf.int32))  # consume the pixels: the decode must run
+
+    ok = np.zeros(len(paths), bool)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string)).enumerate().map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    for index, _ in ds.as_numpy_iterator():
+        ok[index] = True
+    return ok
 
 
 def _unknown_dataset(name: str) -> ValueError:
@@ -233,7 +273,7 @@ def _not_prepared_message(builder, data_dir: str | None) -> str:
 def _open(config) -> _TfdsSource | _FolderSource:
     name = config.dataset
     if name.startswith("folder:"):
-        return _FolderSource(name[len("folder:"):])
+        return _FolderSource(name[len("folder:"):], skip_corrupt=config.get("skip_corrupt_images", True))
     return _TfdsSource(name, config.get("data_dir"), prepare=config.get("prepare_dataset", True))
 
 

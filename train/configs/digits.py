@@ -26,6 +26,7 @@ def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
     config.autoaugment = False
     config.mean = placeholder(tuple)  # None: the model's own (model_info(model).mean / .std)
     config.std = placeholder(tuple)
+    config.skip_corrupt_images = True  # folder: datasets drop (and count) files that do not decode; False: error
 
     # Schedule: durations in epochs unless num_train_steps > 0.
     config.batch_size = 64
