@@ -1,0 +1,50 @@
+"""Smoke tests of benchmarks/throughput.py: it runs, produces numbers and a table. Never asserts speed."""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+def run_throughput(*flags):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", *flags],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert any(line.startswith("| impl | img/s") for line in lines) and "|---|" in proc.stdout, proc.stdout
+    return proc.stdout, json.loads(lines[-1])
+
+
+def assert_rate(result):
+    assert result["img_s"] > 0 and math.isfinite(result["img_s"]), result
+    assert all(r > 0 and math.isfinite(r) for r in result["img_s_all"]), result
+    assert len(result["img_s_all"]) == 2
+
+
+def test_quick_all_peers_infer():
+    """Every peer installed with the test extras runs in the same process; timm is run or skipped with a note."""
+    out, summary = run_throughput("--impl", "all", "--mode", "infer")
+    assert summary["img_s"] > 0 and math.isfinite(summary["img_s"])
+    impls = summary["impls"]
+    for impl in ("ours", "keras", "torch"):
+        assert_rate(impls[impl])
+        assert summary["ratios"].get(impl, 1.0) > 0
+    assert "img_s" in impls["timm"] or "timm" in impls["timm"]["skipped"]
+    assert impls["ours"]["compile_s"] > 0 and impls["ours"]["inproc_peak_rss_mb"] > 0
+    assert {"keras", "torch"} <= set(summary["ratios"])
+
+
+@pytest.mark.slow
+def test_quick_ours_train():
+    """The full jitted train step (optimizer, BN update, EMA): the headline figure."""
+    out, summary = run_throughput("--impl", "ours", "--mode", "train")
+    assert_rate(summary["impls"]["ours"])
+    assert summary["img_s"] == summary["impls"]["ours"]["img_s"]
+    assert summary["mode"] == "train" and summary["compile_s"] > 0
+    assert summary["impls"]["ours"]["self_peak_rss_mb"] > 0
