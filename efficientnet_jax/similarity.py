@@ -341,11 +341,13 @@ def plot_similarity(
     ylabel: str = "model a",
     vmin: float = 0.0,
     vmax: float = 1.0,
+    annotate: bool | None = None,
 ) -> None:
     """Save a heatmap of ``matrix`` (rows: labels_a, columns: labels_b) to ``path``.
 
     matplotlib is imported here, not at package import, and only its object API is
-    used (no pyplot global state), so this is safe in scripts and threads.
+    used (no pyplot global state), so this is safe in scripts and threads. Cells are
+    labelled with their values when ``annotate`` (default: matrices up to 12×12).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -361,6 +363,11 @@ def plot_similarity(
     ax.set_yticks(range(len(labels_a)), labels_a)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if annotate if annotate is not None else max(matrix.shape) <= 12:
+        middle = (vmin + vmax) / 2
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > middle else "white")
     if title:
         ax.set_title(title)
     fig.colorbar(image, ax=ax)
