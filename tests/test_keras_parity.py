@@ -59,3 +59,17 @@ def test_wrong_variant_fails_loudly():
     km, _ = keras_reference("efficientnet_b0")
     with pytest.raises(WeightConversionError, match="block"):
         from_keras(km, model_name="efficientnet_b1")
+
+
+@pytest.mark.slow
+def test_load_pretrained_reads_a_local_keras_weights_file(tmp_path):
+    """The 'keras' source offline: the same code path as weights='imagenet', from a file."""
+    from efficientnet_jax.weights import load_pretrained
+
+    km = keras.applications.EfficientNetB0(weights=None)
+    rng = np.random.default_rng(0)
+    km.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in km.get_weights()])
+    km.save_weights(tmp_path / "b0.weights.h5")
+    model, variables = load_pretrained("efficientnet_b0", tmp_path / "b0.weights.h5")
+    assert model.num_classes == 1000
+    jax.tree.map(np.testing.assert_array_equal, variables, from_keras(km))

@@ -47,8 +47,12 @@ def label_map(label_names: tuple[str, ...], num_classes: int, dataset: str) -> n
 
 
 def evaluate(model, variables, dataset: str, *, data_dir: str | None = None, split: str | None = None,
-             batch_size: int = 64, image_size: int | None = None) -> dict:
-    """{'top1', 'top5', 'examples', 'seconds' (compilation included)...} of ``model`` on one pass over the split."""
+             batch_size: int = 64, image_size: int | None = None, crop_pct: float | None = None) -> dict:
+    """{'top1', 'top5', 'examples', 'seconds' (compilation included)...} of ``model`` on one pass over the split.
+
+    ``crop_pct``: the central fraction kept; default resolution/(resolution+32), the reference's.
+    Models trained on whole small images (the digits recipe) are evaluated with 1.0.
+    """
     from train import input_pipeline
     from train.step import eval_step
     from train.train import _global_batch
@@ -57,7 +61,7 @@ def evaluate(model, variables, dataset: str, *, data_dir: str | None = None, spl
     size = image_size or spec.resolution
     config = ml_collections.ConfigDict(dict(
         dataset=dataset, data_dir=data_dir, eval_split=split, image_size=size, augment="none",
-        crop_pct=spec.crop_pct if size == spec.resolution else size / (size + 32),
+        crop_pct=crop_pct or size / (size + 32),
         mean=tuple(spec.mean), std=tuple(spec.std), prepare_dataset=False,
     ))
     # Only the eval split needs to exist (a folder may hold just val/): resolve it, then describe it.
@@ -95,6 +99,8 @@ def _parse(argv):
     parser.add_argument("--split", default=None, help="default: validation, val or test, whichever exists")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--image_size", type=int, default=None, help="default: the model's resolution")
+    parser.add_argument("--crop_pct", type=float, default=None,
+                        help="central fraction kept before resizing; default resolution/(resolution+32)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return parser.parse_args(argv)
 
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
     try:
         model, variables = load_pretrained(args.model, args.weights)
         result = evaluate(model, variables, args.dataset, data_dir=args.data_dir, split=args.split,
-                          batch_size=args.batch_size, image_size=args.image_size)
+                          batch_size=args.batch_size, image_size=args.image_size, crop_pct=args.crop_pct)
     except (ValueError, FileNotFoundError, ImportError) as e:  # dataset or weights problems the user can fix
         print(f"error: {e}", file=sys.stderr)
         return 2
