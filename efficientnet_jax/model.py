@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -13,7 +14,7 @@ from efficientnet_jax.blocks import MBConv
 from efficientnet_jax.layers import (
     ACTIVATIONS, Conv1x1, DepthwiseConv, DepthwiseImpl, SqueezeExcite, conv_init, conv_padding, dense_init,
 )
-from efficientnet_jax.specs import MIN_RESOLUTION, ModelSpec, model_info
+from efficientnet_jax.specs import MIN_RESOLUTION, ModelSpec, StageSpec, model_info
 
 
 def check_images(x: Any, in_channels: int = 3) -> None:
@@ -110,6 +111,46 @@ class EfficientNet(nn.Module):
         )(x)
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Raise a clear error, naming the field, for a spec the network cannot be built from."""
+    def bad(field: str, expected: str):
+        raise ValueError(f"{field} must be {expected}, got {getattr(spec, field)!r} (model {spec.name})")
+
+    for field in ("width", "depth"):
+        if not (_is_number(getattr(spec, field)) and getattr(spec, field) > 0):
+            bad(field, "a positive finite number (1.0 is the base network; see compound_scaling)")
+    if not (isinstance(spec.resolution, int) and not isinstance(spec.resolution, bool)
+            and spec.resolution >= MIN_RESOLUTION):
+        bad("resolution", f"an integer of at least {MIN_RESOLUTION} pixels (the network has stride 32)")
+    for field in ("dropout", "drop_path"):
+        if not (_is_number(getattr(spec, field)) and 0 <= getattr(spec, field) < 1):
+            bad(field, "a rate in [0, 1)")
+    if not (_is_number(spec.bn_momentum) and 0 <= spec.bn_momentum <= 1):
+        bad("bn_momentum", "in [0, 1] (Flax's decay convention: 0.99 keeps 99% of the running statistics)")
+    if not (_is_number(spec.bn_epsilon) and spec.bn_epsilon > 0):
+        bad("bn_epsilon", "a positive number (1e-3 in the TF reference)")
+    if spec.padding not in ("same", "symmetric"):
+        bad("padding", "'same' (TF) or 'symmetric' (PyTorch-style)")
+    if spec.activation not in ACTIVATIONS:
+        bad("activation", f"one of {sorted(ACTIVATIONS)}")
+    for field in ("stem_filters", "head_filters"):
+        value = getattr(spec, field)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            bad(field, "a positive integer")
+    if not (isinstance(spec.stages, tuple) and spec.stages and all(isinstance(s, StageSpec) for s in spec.stages)):
+        bad("stages", "a non-empty tuple of StageSpec")
+    for field in ("mean", "std"):
+        value = getattr(spec, field)
+        if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(_is_number(v) for v in value)):
+            bad(field, "three finite numbers, one per RGB channel")
+    if min(spec.std) <= 0:
+        bad("std", "positive in every channel")
+
+
 def create_model(
     name: str,
     *,
@@ -131,10 +172,11 @@ def create_model(
     unknown = sorted(set(spec_overrides) - known)
     if unknown:
         raise TypeError(f"create_model got unknown options {unknown}; spec fields are {sorted(known)}")
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0 (0 returns pooled features), got {num_classes}")
+    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0 (0 returns pooled features), got {num_classes!r}")
     if spec_overrides:
         spec = dataclasses.replace(spec, **spec_overrides)
+        check_spec(spec)
     return EfficientNet(
         spec=spec, num_classes=num_classes, dtype=dtype, param_dtype=param_dtype,
         depthwise_impl=depthwise_impl, remat=remat,

@@ -206,7 +206,14 @@ DISK_FULL = textwrap.dedent(
         return out.returncode, out.stdout + out.stderr
 
     report = {}
+
+    def show(stage):
+        import shutil
+        print(stage, sorted(os.listdir(workdir / "checkpoints")), shutil.disk_usage(workdir / "checkpoints"),
+              file=sys.stderr, flush=True)
+
     report["first"] = train(4)
+    show("first")
     filler = workdir / "checkpoints" / ".filler"  # the checkpoint file system (a small tmpfs) fills up
     with open(filler, "wb") as f:
         try:
@@ -215,7 +222,10 @@ DISK_FULL = textwrap.dedent(
                 f.flush()
         except OSError as e:
             report["fill"] = str(e)
+    show("filled")
     report["full"] = train(8)
+    show("full")
+    print(report["full"][1][-3000:], file=sys.stderr)
 
     # The library level: a failed save raises, the state handed to it stays intact and savable.
     import jax, orbax.checkpoint as ocp
@@ -232,7 +242,9 @@ DISK_FULL = textwrap.dedent(
     report["restored_step"] = step
     report["state_intact"] = all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, jax.tree.leaves(state)))
     report["steps_after_failure"] = checkpoints.steps()
+    show("direct")
     filler.unlink()
+    show("freed")
     checkpoints.save(5, state)  # space again: the same in-memory state saves
     checkpoints.wait()
     report["saved_after_freeing"] = checkpoints.steps()
@@ -255,8 +267,8 @@ def test_full_disk_fails_the_save_clearly_and_keeps_the_previous_checkpoint(refe
                                                                             jit_cache):
     checkpoint_dir = tmp_path / "checkpoints"
     checkpoint_dir.mkdir()
-    # A private mount namespace: an 8 MB tmpfs over the checkpoint directory, gone when the run ends.
-    shell = 'mount -t tmpfs -o size=8m tmpfs "$1" && shift && exec "$@"'
+    # A private mount namespace: a 64 MB tmpfs over the checkpoint directory, gone when the run ends.
+    shell = 'mount -t tmpfs -o size=64m tmpfs "$1" && shift && exec "$@"'
     out = subprocess.run(["unshare", "-rm", "sh", "-c", shell, "sh", str(checkpoint_dir), sys.executable, "-c",
                           DISK_FULL, str(tmp_path), data_dir, RUN, json.dumps(BASE)], cwd=ROOT,
                          env=child_env(jit_cache), capture_output=True, text=True, timeout=1200)
@@ -266,8 +278,9 @@ def test_full_disk_fails_the_save_clearly_and_keeps_the_previous_checkpoint(refe
     assert "No space left" in report["fill"]
     code, log = report["full"]
     assert code == 3, log[-3000:]
-    error = log[log.index("ERROR"):]
-    assert error.startswith("ERROR CheckpointError") and "disk full" in error and str(checkpoint_dir) in error
+    assert "ERROR CheckpointError: Could not write the checkpoint of step 6" in log, log[-3000:]
+    error = log[log.index("ERROR CheckpointError"):]
+    assert "disk full" in error and str(checkpoint_dir) in error
     assert "steps [2, 4] are untouched" in error
     assert report["restored_step"] == 4 and report["steps_after_failure"] == [2, 4]
     assert "disk full" in report["direct"] and str(checkpoint_dir) in report["direct"]

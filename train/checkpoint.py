@@ -56,16 +56,20 @@ def _cause(exc: BaseException) -> str | None:
 class Checkpoints:
     def __init__(self, directory: pathlib.Path, *, keep: int = 3, async_save: bool = True):
         self.directory = pathlib.Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
-            ),
-        )
+        self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                                     create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
         self._writing: int | None = None  # the step an asynchronous save may still be writing
 
     def _failed(self, step: int | None, e: BaseException) -> CheckpointError:
-        self._writing = None  # reported once: wait()/close() do not raise it again
+        self._writing = None
+        # Orbax re-raises a failed asynchronous save on every later call: a fresh manager lets the
+        # caller save again (e.g. once space is freed); the failure is reported once, here.
+        try:
+            self.manager.close()
+        except Exception:  # noqa: BLE001 - the same failure again
+            pass
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
         cause = _cause(e) or f"{type(e).__name__}: {str(e)[:500]}"
         good = [s for s in self.manager.all_steps() if s != step]
         return CheckpointError(
@@ -75,10 +79,7 @@ class Checkpoints:
         )
 
     def save(self, step: int, state) -> None:
-        try:
-            self.manager.check_for_errors()  # a failed earlier asynchronous save is reported as such
-        except Exception as e:  # noqa: BLE001 - re-raised with the path and the cause
-            raise self._failed(self._writing, e) from e
+        self.wait()  # orbax waits for the previous save anyway; its failure is reported as that step's
         try:
             self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         except Exception as e:  # noqa: BLE001
@@ -89,9 +90,6 @@ class Checkpoints:
         try:
             self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001
-            if self._writing is None:  # this failure was already raised by save()
-                logging.warning("Checkpoint write failed earlier: %s", str(e)[:300])
-                return
             raise self._failed(self._writing, e) from e
         self._writing = None
 

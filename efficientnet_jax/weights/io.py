@@ -63,6 +63,10 @@ def load_variables_and_metadata(path: str | pathlib.Path) -> tuple[dict, dict[st
         if not isinstance(tree, dict):
             raise ValueError(f"it holds a {type(tree).__name__}, not a dict of variables")
         metadata = json.loads(tree.pop(_METADATA_KEY, "{}"))
+        # msgpack decodes many junk byte strings (b'\x80' is an empty map): only arrays under 'params' are weights
+        if not (isinstance(tree.get("params"), dict) and jax.tree.leaves(tree)
+                and all(isinstance(x, np.ndarray) for x in jax.tree.leaves(tree))):
+            raise ValueError(f"it decodes to {str(tree)[:80]!r}, not {{'params': arrays, ...}}")
         return tree, metadata
     except Exception as e:  # noqa: BLE001 - any decoding failure means a bad file
         kind = "safetensors" if _is_safetensors(path) else "msgpack"
