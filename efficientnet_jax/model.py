@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from efficientnet_jax.blocks import MBConv
 from efficientnet_jax.layers import (
@@ -112,7 +114,11 @@ class EfficientNet(nn.Module):
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and math.isfinite(x)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def check_spec(spec: ModelSpec) -> None:
@@ -123,8 +129,7 @@ def check_spec(spec: ModelSpec) -> None:
     for field in ("width", "depth"):
         if not (_is_number(getattr(spec, field)) and getattr(spec, field) > 0):
             bad(field, "a positive finite number (1.0 is the base network; see compound_scaling)")
-    if not (isinstance(spec.resolution, int) and not isinstance(spec.resolution, bool)
-            and spec.resolution >= MIN_RESOLUTION):
+    if not (_is_int(spec.resolution) and spec.resolution >= MIN_RESOLUTION):
         bad("resolution", f"an integer of at least {MIN_RESOLUTION} pixels (the network has stride 32)")
     for field in ("dropout", "drop_path"):
         if not (_is_number(getattr(spec, field)) and 0 <= getattr(spec, field) < 1):
@@ -139,7 +144,7 @@ def check_spec(spec: ModelSpec) -> None:
         bad("activation", f"one of {sorted(ACTIVATIONS)}")
     for field in ("stem_filters", "head_filters"):
         value = getattr(spec, field)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        if not (_is_int(value) and value > 0):
             bad(field, "a positive integer")
     if not (isinstance(spec.stages, tuple) and spec.stages and all(isinstance(s, StageSpec) for s in spec.stages)):
         bad("stages", "a non-empty tuple of StageSpec")
@@ -172,7 +177,7 @@ def create_model(
     unknown = sorted(set(spec_overrides) - known)
     if unknown:
         raise TypeError(f"create_model got unknown options {unknown}; spec fields are {sorted(known)}")
-    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)) or num_classes < 0:
+    if not _is_int(num_classes) or num_classes < 0:
         raise ValueError(f"num_classes must be an integer >= 0 (0 returns pooled features), got {num_classes!r}")
     if spec_overrides:
         spec = dataclasses.replace(spec, **spec_overrides)

@@ -55,6 +55,7 @@ RUN = textwrap.dedent(
         def poisoned(config, *, start_step=0, **kwargs):
             for step, batch in enumerate(pipeline(config, start_step=start_step, **kwargs), start_step + 1):
                 if step == fault["poison_step"]:
+                    batch = {**batch, "image": batch["image"].copy()}
                     batch["image"][0, 0, 0, 0] = np.nan
                 yield batch
 
@@ -165,12 +166,18 @@ def corrupt(step_dir: pathlib.Path, how: str) -> None:
         files[0].unlink()
     elif how == "delete_metadata":
         (step_dir / "default" / "_METADATA").unlink()
+    elif how == "bitflip":  # silent media corruption: orbax restores it without complaint, the SHA-256 does not
+        data = bytearray(files[0].read_bytes())
+        for offset in range(len(data) // 7, len(data), len(data) // 7):
+            data[offset] ^= 0x10
+        files[0].write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("how", ["truncate", "delete_data", "delete_metadata"])
+@pytest.mark.parametrize("how", ["truncate", "delete_data", "delete_metadata", "bitflip"])
 def test_corrupt_latest_checkpoint_is_reported_and_the_previous_one_used(reference, tmp_path, data_dir,
                                                                          jit_cache, how):
-    shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
+    for name in ("checkpoints", "checkpoints.sha256"):
+        shutil.copytree(reference[0] / name, tmp_path / name)
     assert step_dirs(tmp_path) == [4, 6, 8]
     corrupt(tmp_path / "checkpoints" / "8", how)
     kept = sorted(str(p.relative_to(tmp_path / "checkpoints" / "8")) for p in (tmp_path / "checkpoints" / "8").rglob("*"))

@@ -5,19 +5,23 @@ kill mid-write leaves the previous steps intact (the next save of that step remo
 unfinished directory). On restore, a step that fails to load (truncated or corrupted
 files) is reported and the next older one is tried; once an older one loads, the
 unreadable ones are moved to ``<checkpoints>.corrupt/`` (kept for inspection, never
-deleted, and out of the way of the resumed run's saves). A save that fails (disk full,
+deleted, and out of the way of the resumed run's saves). Orbax does not checksum array data, so
+each save also records a SHA-256 of the state in ``<checkpoints>.sha256/<step>``, checked on
+restore: a flipped bit is a corrupt step, not a silently different parameter. A save that fails (disk full,
 no permission) raises ``CheckpointError`` naming the directory and the cause; the state
 passed to ``save`` is only read, so it stays usable.
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import pathlib
 import re
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -53,6 +57,21 @@ def _cause(exc: BaseException) -> str | None:
     return None
 
 
+def fingerprint(state) -> str:
+    """SHA-256 of every leaf's dtype, shape and bytes: orbax/tensorstore do not checksum the array data,
+    so a flipped bit in a checkpoint file would otherwise restore as a silently different number."""
+    def name(key) -> str:  # the same for a field, a dict key or an index, so a state restored as dicts matches
+        return str(getattr(key, "name", getattr(key, "key", getattr(key, "idx", key))))
+
+    leaves = {"/".join(map(name, path)): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
+    digest = hashlib.sha256()
+    for path in sorted(leaves):
+        array = np.ascontiguousarray(jax.device_get(leaves[path]))
+        digest.update(f"{path}:{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 class Checkpoints:
     def __init__(self, directory: pathlib.Path, *, keep: int = 3, async_save: bool = True):
         self.directory = pathlib.Path(directory).absolute()
@@ -60,6 +79,7 @@ class Checkpoints:
                                                      create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
         self._writing: int | None = None  # the step an asynchronous save may still be writing
+        self.fingerprints = self.directory.with_name(self.directory.name + ".sha256")  # one file per step
 
     def _failed(self, step: int | None, e: BaseException) -> CheckpointError:
         self._writing = None
@@ -81,6 +101,9 @@ class Checkpoints:
     def save(self, step: int, state) -> None:
         self.wait()  # orbax waits for the previous save anyway; its failure is reported as that step's
         try:
+            if jax.process_index() == 0:  # written before the step commits: a step never lacks its own
+                self.fingerprints.mkdir(exist_ok=True)
+                (self.fingerprints / str(step)).write_text(fingerprint(state))
             self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         except Exception as e:  # noqa: BLE001
             raise self._failed(step, e) from e
@@ -102,6 +125,9 @@ class Checkpoints:
         for step in reversed(self.steps()):
             try:
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                expected = self.fingerprints / str(step)
+                if expected.exists() and fingerprint(state) != expected.read_text().strip():
+                    raise ValueError(f"its arrays do not match the SHA-256 recorded when it was saved ({expected})")
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unusable"
                 logging.warning("Checkpoint of step %d in %s is corrupt or incomplete and cannot be restored "
                                 "(%s: %s); trying an older one.", step, self.directory, type(e).__name__, str(e)[:300])
