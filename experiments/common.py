@@ -1,0 +1,297 @@
+"""Shared pieces of the scaling-lab experiments: a CPU-feasible proxy task run through the real training program.
+
+The proxy task is the embedded ``sklearn_digits`` data set (1,437 train / 360 test images, stored at
+32x32) trained for a fixed, small number of steps with pad-crop + RandAugment, so that accuracy
+does not saturate and differences between models show up within minutes on 2 CPU cores. Every
+study passes ``--dataset`` on, so the same code runs on an ImageNet-scale data set on an
+accelerator (with ``--steps``, ``--batch_size`` and the base resolution raised accordingly).
+
+Models go through ``train.train.train_and_evaluate`` (same input pipeline, optimizer, EMA, label
+smoothing, evaluation). That function builds its model with ``ej.create_model(config.model, ...)``
+only, so EfficientNet variants are plain config overrides (``model_overrides`` = depth, width),
+while the other families (MobileNetV2, ResNet-18) are plugged in by ``train_proxy(factory=...)``,
+which swaps the ``ej`` name *inside* ``train.train`` for a proxy whose ``create_model`` returns the
+family module for the duration of the call (``train/*.py`` is not edited; everything else about the
+run, including config resolution with B0's mean/std, is the training program's own).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import json
+import math
+import os
+import pathlib
+import platform
+import tempfile
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import efficientnet_jax as ej  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+# Base of every EfficientNet study here: B0's table at 1/4 width and 1/3 depth (one block per stage
+# except where the table has 3-4 repeats), at 32 px (the network's minimum: five stride-2 stages).
+BASE_WIDTH = 0.25
+BASE_DEPTH = 0.34
+BASE_RESOLUTION = 32
+
+
+def proxy_config(*, dataset: str = "sklearn_digits", image_size: int = BASE_RESOLUTION, steps: int = 120,
+                 batch_size: int = 32, seed: int = 0, model: str = "efficientnet_b0",
+                 model_overrides: dict | None = None, randaugment: tuple | None = (2, 9),
+                 learning_rate: float = 0.032, data_dir: str | None = None):
+    """The digits recipe (train/configs/digits.py) shrunk to a fixed, short, augmented run."""
+    from train.configs import digits
+
+    config = digits.get_config()
+    config.dataset = dataset
+    if data_dir:
+        config.data_dir = data_dir
+    config.model = model
+    config.model_overrides = dict(model_overrides or {})
+    config.image_size = int(image_size)
+    config.num_train_steps = int(steps)
+    config.batch_size = int(batch_size)
+    config.learning_rate = learning_rate
+    config.warmup_epochs = 0.3
+    config.ema_decay = 0.0  # too few steps for an EMA to help; report the raw weights
+    if randaugment:
+        config.randaugment = tuple(randaugment)
+    config.seed = int(seed)
+    config.log_every_steps = max(1, int(steps))
+    config.eval_every_steps = int(steps)
+    config.checkpoint_every_steps = int(steps)
+    config.keep_checkpoints = 1
+    config.async_checkpoints = False
+    return config
+
+
+class _CreateModelProxy:
+    """Stands in for the ``efficientnet_jax`` module inside ``train.train``: ``create_model`` -> ``factory``."""
+
+    def __init__(self, factory: Callable[..., Any]):
+        self._factory = factory
+
+    def __getattr__(self, name):
+        return getattr(ej, name)
+
+    def create_model(self, name, *, num_classes, dtype=jnp.float32, remat=False, **overrides):
+        del name, remat
+        return self._factory(num_classes=num_classes, dtype=dtype, **overrides)
+
+
+@contextlib.contextmanager
+def family_in_training_program(factory: Callable[..., Any] | None):
+    """Make ``train.train.train_and_evaluate`` build ``factory(num_classes=, dtype=, **model_overrides)``."""
+    from train import train as train_module
+
+    if factory is None:
+        yield
+        return
+    saved = train_module.ej
+    train_module.ej = _CreateModelProxy(factory)
+    try:
+        yield
+    finally:
+        train_module.ej = saved
+
+
+def restore_variables(config, workdir: pathlib.Path, model) -> dict:
+    """{'params', 'batch_stats'} of the last checkpoint that ``train_and_evaluate`` wrote in ``workdir``."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from train import input_pipeline
+    from train.checkpoint import Checkpoints, with_sharding
+    from train.optim import build_optimizer
+    from train.step import create_train_state
+    from train.train import resolve_config
+
+    config = resolve_config(config)
+    info = input_pipeline.dataset_info(config)
+    shape = (1, config.image_size, config.image_size, 3)
+    params = jax.eval_shape(lambda k: model.init(k, jnp.zeros(shape), train=False)["params"], jax.random.key(0))
+    tx, _ = build_optimizer(config, steps_per_epoch=info.num_train_examples / config.batch_size,
+                            total_steps=config.num_train_steps, params=params)
+    abstract = jax.eval_shape(functools.partial(create_train_state, model, tx, image_size=config.image_size),
+                              jax.random.key(0))
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    checkpoints = Checkpoints(workdir / "checkpoints", keep=1, async_save=False)
+    try:
+        state, _ = checkpoints.restore_latest(with_sharding(abstract, NamedSharding(mesh, P())))
+    finally:
+        checkpoints.close()
+    if state is None:
+        raise RuntimeError(f"no checkpoint in {workdir}")
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def train_proxy(*, depth: float = 1.0, width: float = 1.0, resolution: int = BASE_RESOLUTION,
+                family: str = "efficientnet", dataset: str = "sklearn_digits", steps: int = 120,
+                batch_size: int = 32, seed: int = 0, workdir: str | pathlib.Path | None = None,
+                return_variables: bool = False, data_dir: str | None = None, **config_kw) -> dict:
+    """Train one model of ``family`` at (depth, width, resolution) multipliers of the proxy base; evaluate.
+
+    For ``efficientnet`` the multipliers apply on top of the proxy base (B0 x BASE_WIDTH x BASE_DEPTH);
+    for ``mobilenet_v2``/``resnet18`` on top of the family's own base scaled by the same BASE_WIDTH.
+    Returns {'accuracy', 'loss', 'seconds', 'params', 'macs', ...} (and 'model', 'variables' if asked).
+    """
+    from train.train import train_and_evaluate
+
+    factory = family_factory(family, depth, width)
+    overrides = {} if family != "efficientnet" else dict(
+        width=BASE_WIDTH * width, depth=BASE_DEPTH * depth, dropout=0.1, drop_path=0.0, bn_momentum=0.9)
+    config = proxy_config(dataset=dataset, image_size=resolution, steps=steps, batch_size=batch_size, seed=seed,
+                          model_overrides=overrides, data_dir=data_dir, **config_kw)
+    cleanup = None
+    if workdir is None:
+        cleanup = tempfile.TemporaryDirectory(prefix="proxy_")
+        workdir = cleanup.name
+    workdir = pathlib.Path(workdir)
+    start = time.time()
+    try:
+        with family_in_training_program(factory):
+            result = train_and_evaluate(config, workdir)
+        model = (factory or functools.partial(ej.create_model, "efficientnet_b0", **overrides))(
+            num_classes=_num_classes(config))
+        macs, params = measure(model, resolution)
+        out = {"accuracy": float(result["accuracy"]), "loss": float(result["loss"]),
+               "seconds": round(time.time() - start, 1), "params": params, "macs": macs,
+               "family": family, "depth": depth, "width": width, "resolution": int(resolution), "seed": seed,
+               "steps": steps}
+        if return_variables:
+            out["model"] = model
+            out["variables"] = restore_variables(config, workdir, model)
+        return out
+    finally:
+        if cleanup is not None:
+            cleanup.cleanup()
+
+
+@functools.lru_cache(maxsize=None)
+def _num_classes_of(dataset: str, data_dir: str | None) -> int:
+    from train import input_pipeline
+    from train.train import resolve_config
+
+    config = proxy_config(dataset=dataset, data_dir=data_dir)
+    return input_pipeline.dataset_info(resolve_config(config)).num_classes
+
+
+def _num_classes(config) -> int:
+    return _num_classes_of(config.dataset, config.get("data_dir"))
+
+
+def family_factory(family: str, depth: float = 1.0, width: float = 1.0) -> Callable[..., Any] | None:
+    """None for EfficientNet (the training program builds it from the config), else a module factory."""
+    from efficientnet_jax.families import MobileNetV2, ResNet18
+
+    if family == "efficientnet":
+        return None
+    cls = {"mobilenet_v2": MobileNetV2, "resnet18": ResNet18}.get(family)
+    if cls is None:
+        raise ValueError(f"family must be efficientnet, mobilenet_v2 or resnet18, got {family!r}")
+
+    def make(*, num_classes: int, dtype=jnp.float32, **overrides):
+        return cls(num_classes=num_classes, depth=depth, width=BASE_WIDTH * width, dtype=dtype, **overrides)
+
+    return make
+
+
+def builder(family: str, num_classes: int = 10) -> ej.scaling.Builder:
+    """A ``scaling.Builder`` for the proxy base of ``family`` (multipliers relative to the proxy base)."""
+    from efficientnet_jax.scaling import Builder
+
+    if family == "efficientnet":
+        def make(d, w, r):
+            return ej.create_model("efficientnet_b0", num_classes=num_classes, depth=BASE_DEPTH * d,
+                                   width=BASE_WIDTH * w, resolution=int(r), bn_momentum=0.9)
+    else:
+        def make(d, w, r):
+            return family_factory(family, d, w)(num_classes=num_classes)
+    return Builder(make, BASE_RESOLUTION, family)
+
+
+def measure(model, resolution: int) -> tuple[int, int]:
+    """(MACs of one image, parameters) of ``model`` at ``resolution``, from abstract variables."""
+    shape = (1, resolution, resolution, 3)
+    variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                               jax.ShapeDtypeStruct(shape, jnp.float32))
+    return ej.count_flops(model, variables, shape), ej.count_params(variables["params"])
+
+
+# ---------------------------------------------------------------- output helpers
+
+
+def out_dir(args, name: str) -> pathlib.Path:
+    path = pathlib.Path(args.out) if args.out else RESULTS / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_csv(path: pathlib.Path, rows: Sequence[dict], fields: Iterable[str] | None = None) -> None:
+    fields = list(fields or rows[0].keys())
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def markdown_table(rows: Sequence[dict], fields: Sequence[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, int) and abs(v) >= 10000:
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in fields) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def provenance(argv: Sequence[str]) -> str:
+    """Date, machine and command of a run, for the report."""
+    return (f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+            f"- machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores "
+            f"(shared with other jobs), jax {jax.__version__} on {jax.devices()[0].platform}\n"
+            f"- command: `python -m experiments.{pathlib.Path(argv[0]).stem} {' '.join(argv[1:])}`\n")
+
+
+def add_common_args(parser, *, steps: int, name: str) -> None:
+    parser.add_argument("--dataset", default="sklearn_digits", help="tfds name or folder:/path")
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--out", default=None, help=f"output folder (default experiments/results/{name}/)")
+    parser.add_argument("--steps", type=int, default=steps, help="training steps per model")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--smoke", action="store_true", help="tiny grid, 2 steps: checks the script runs")
+
+
+def quiet() -> None:
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("absl", "orbax", "jax", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+    except ImportError:
+        pass
+
+
+def save_json(path: pathlib.Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=float))
+
+
+def isfinite(x) -> bool:
+    return x is not None and math.isfinite(x)
