@@ -34,6 +34,8 @@ def main(argv=None) -> None:
     steps = 2 if args.smoke else args.steps
     k = 2 if args.smoke else args.max_candidates
     grid = ((1.0, 1.2, 1.4, 1.6, 1.8, 2.0), (1.0, 1.1, 1.2, 1.3, 1.4), (1.0, 1.1, 1.15, 1.2, 1.3, 1.4))
+    if args.smoke:
+        grid = ((1.4,), (1.0,), (1.15, 1.2))
     build = common.builder("efficientnet")
     train = dict(dataset=args.dataset, data_dir=args.data_dir, steps=steps, batch_size=args.batch_size,
                  seed=args.seed)
