@@ -3,8 +3,9 @@ command, ends with the parameters of an uninterrupted run.
 
 The short version runs in ``make test``: the runlocal model, 2 kills at random steps plus a random
 delay (so some land mid-step, some mid-checkpoint). The long version is enabled by
-``SOAK_MINUTES=30`` (marked slow): the default digits recipe, killed every 3-13% of SOAK_MINUTES
-until it finishes; ``SOAK_SEED`` picks the kill times (printed on failure).
+``SOAK_MINUTES=30`` (marked slow): the default digits recipe (``SOAK_EPOCHS``, default 60), killed
+after 1-4 more checkpoint intervals of progress plus a random delay of up to 3% of SOAK_MINUTES,
+until it finishes; ``SOAK_SEED`` picks the kill points (printed).
 """
 import os
 import pathlib
@@ -109,16 +110,17 @@ def test_long_soak_random_kills_every_few_minutes(tmp_path, data_dir):
     jit_cache = tmp_path / "jit_cache"
     workdir = tmp_path / "killed"
     kills, start = [], time.time()
-    while True:
-        wait = rng.uniform(0.03, 0.13) * minutes * 60
-        if not kill_after(workdir, config, flags, jit_cache, after_seconds=wait, delay=0.0):
+    while True:  # kill after 1-4 more checkpoint intervals of progress plus up to 3% of SOAK_MINUTES
+        resumed_at = final_state(workdir)[0] if (workdir / "checkpoints").exists() else 0
+        at_step = (resumed_at or 0) + rng.randint(1, 4) * 25
+        if not kill_after(workdir, config, flags, jit_cache, at_step=at_step, delay=rng.uniform(0, 0.03) * minutes * 60):
             break
-        kills.append(round(time.time() - start))
+        kills.append((at_step, round(time.time() - start)))
     killed_minutes = (time.time() - start) / 60
     run_to_end(workdir, config, flags, jit_cache)  # finished: only evaluates
     reference_start = time.time()
     run_to_end(tmp_path / "reference", config, flags, jit_cache)
     worst = assert_same_state(tmp_path / "reference", workdir)
-    print(f"\nsoak: SOAK_SEED={seed}, {len(kills)} SIGKILLs at {kills} s over {killed_minutes:.1f} min; "
+    print(f"\nsoak: SOAK_SEED={seed}, {len(kills)} SIGKILLs at (step, s) {kills} over {killed_minutes:.1f} min; "
           f"uninterrupted reference {(time.time() - reference_start) / 60:.1f} min; max |difference| {worst:g}")
     assert len(kills) >= 2, "the run finished before two kills; raise SOAK_EPOCHS or lower SOAK_MINUTES"
