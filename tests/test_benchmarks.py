@@ -14,7 +14,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "throughpu
 def run_throughput(*flags):
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", *flags],
-                          capture_output=True, text=True, timeout=600, env=env)
+                          capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert any(line.startswith("| impl | img/s") for line in lines) and "|---|" in proc.stdout, proc.stdout
