@@ -20,8 +20,10 @@ def is_head(path: tuple) -> bool:
 def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
     """``fresh`` variables with every backbone leaf taken from ``pretrained``.
 
-    Head leaves keep their fresh initialization when the pretrained head is missing or has
-    another shape (a new class count). Any backbone mismatch is an error naming the leaves.
+    Head leaves start at zero when the pretrained head is missing or has another shape (a new class
+    count): the loss starts at log(classes) instead of the random head's much larger value, and the
+    first updates do not push large random gradients into the backbone. Any backbone mismatch is an
+    error naming the leaves.
     """
     ours, theirs = flatten(fresh), flatten(pretrained)
     merged, problems = {}, []
@@ -30,7 +32,7 @@ def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
         if source is not None and np.shape(source) == np.shape(leaf):
             merged[path] = np.asarray(source, dtype=leaf.dtype)
         elif is_head(path):
-            merged[path] = leaf
+            merged[path] = np.zeros_like(leaf)  # a zero head starts at uniform predictions (big_vision's choice)
         else:
             problems.append(f"{'/'.join(path)}: model {np.shape(leaf)} vs file "
                             f"{'missing' if source is None else np.shape(source)}")
@@ -39,7 +41,7 @@ def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
             f"Pretrained weights do not fit the model ({len(problems)} leaves): " + "; ".join(problems[:10])
             + ". Is --config.model the variant the weights were converted for?"
         )
-    fresh_head = [p for p in ours if is_head(p) and merged[p] is ours[p]]
+    fresh_head = [p for p in ours if is_head(p) and np.shape(theirs.get(p)) != np.shape(ours[p])]
     if fresh_head:
         logging.info("New classifier head (%s); the backbone comes from the pretrained weights.",
                      ", ".join("/".join(p) for p in fresh_head))
