@@ -74,7 +74,8 @@ def test_digits_builder_prepared_offline(digits_dir):
     counts = np.bincount(labels, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
     info = input_pipeline.dataset_info(make_config(data_dir=digits_dir))
-    assert info == input_pipeline.DatasetInfo("sklearn_digits", 10, 1437, 360, "train", "test")
+    assert info == input_pipeline.DatasetInfo("sklearn_digits", 10, 1437, 360, "train", "test",
+                                              label_names=tuple(str(i) for i in range(10)))
 
 
 def test_digits_upscale_matches_tf_bilinear():
