@@ -20,10 +20,10 @@ def is_head(path: tuple) -> bool:
 def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
     """``fresh`` variables with every backbone leaf taken from ``pretrained``.
 
-    Head leaves start at zero when the pretrained head is missing or has another shape (a new class
-    count): the loss starts at log(classes) instead of the random head's much larger value, and the
-    first updates do not push large random gradients into the backbone. Any backbone mismatch is an
-    error naming the leaves.
+    Head leaves keep their fresh (random) initialization when the pretrained head is missing or has
+    another shape (a new class count). A zero head (big_vision's choice) was measured slower here: it
+    passes no gradient to the backbone until the head has grown (Lite0 on digits, 80 steps: 79.2%
+    against 92.8% with the random head). Any backbone mismatch is an error naming the leaves.
     """
     ours, theirs = flatten(fresh), flatten(pretrained)
     merged, problems = {}, []
@@ -32,7 +32,7 @@ def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
         if source is not None and np.shape(source) == np.shape(leaf):
             merged[path] = np.asarray(source, dtype=leaf.dtype)
         elif is_head(path):
-            merged[path] = np.zeros_like(leaf)  # a zero head starts at uniform predictions (big_vision's choice)
+            merged[path] = leaf
         else:
             problems.append(f"{'/'.join(path)}: model {np.shape(leaf)} vs file "
                             f"{'missing' if source is None else np.shape(source)}")
