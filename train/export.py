@@ -14,10 +14,9 @@ import json
 import pathlib
 import sys
 
-import numpy as np
-
 from efficientnet_jax.model import create_model
 from efficientnet_jax.weights import save_pretrained
+from efficientnet_jax.weights.common import head_classes
 
 
 def _choose(which: str, workdir: pathlib.Path) -> str:
@@ -47,7 +46,7 @@ def export_weights(workdir: str | pathlib.Path, out: str | pathlib.Path | None =
     which = _choose(which, workdir)
     prefix = "ema_" if which == "ema" else ""
     variables = {"params": state[f"{prefix}params"], "batch_stats": state[f"{prefix}batch_stats"]}
-    num_classes = int(np.shape(variables["params"]["classifier"]["kernel"])[-1])
+    num_classes = head_classes(variables)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("model_overrides") or {}).items()}
     model = create_model(config["model"], num_classes=num_classes, **overrides)
     out = pathlib.Path(out) if out else workdir / "weights.msgpack"

@@ -42,6 +42,12 @@ def variables_skeleton(model: EfficientNet) -> dict[Path, jax.ShapeDtypeStruct]:
     return flatten(shapes)
 
 
+def head_classes(variables: Mapping) -> int:
+    """The class count of converted variables: the classifier's width, 0 for a headless backbone."""
+    kernel = variables.get("params", {}).get("classifier", {}).get("kernel")
+    return 0 if kernel is None else int(np.shape(kernel)[-1])
+
+
 def _show(paths, limit=12) -> str:
     names = ["/".join(p) if isinstance(p, tuple) else str(p) for p in sorted(paths)]
     more = f" ... and {len(names) - limit} more" if len(names) > limit else ""

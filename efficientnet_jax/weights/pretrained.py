@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 from efficientnet_jax.model import EfficientNet, create_model
 from efficientnet_jax.specs import list_models, model_info
-from efficientnet_jax.weights.common import WeightConversionError, fill, flatten, variables_skeleton
+from efficientnet_jax.weights.common import (WeightConversionError, fill, flatten, head_classes,
+                                             variables_skeleton)
 from efficientnet_jax.weights.io import load_variables_and_metadata, save_variables
 from efficientnet_jax.weights.pytorch import from_torch_state_dict
 from efficientnet_jax.weights.timm import from_timm_state_dict, timm_model_kwargs
@@ -89,8 +90,7 @@ def _from_saved(ours, variables, metadata, path, model_kwargs):
         raise WeightConversionError(f"{path} holds {saved} weights, not {ours}: pass --model {saved}")
     num_classes = metadata.get("num_classes")
     if num_classes is None:  # a file from save_variables: the class count is the head's width
-        kernel = variables.get("params", {}).get("classifier", {}).get("kernel")
-        num_classes = 0 if kernel is None else kernel.shape[-1]
+        num_classes = head_classes(variables)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in metadata.get("overrides", {}).items()}
     model = create_model(ours, num_classes=num_classes, **{**overrides, **model_kwargs})
     return model, check_fits(model, variables, source=str(path))
@@ -118,14 +118,12 @@ def _from_state_dict(name, state_dict, source, model_kwargs):
     if "_conv_stem.weight" in state_dict:
         ours = _our_name(name)
         variables = from_torch_state_dict(state_dict, ours, **model_kwargs)
-        num_classes = state_dict["_fc.weight"].shape[0] if "_fc.weight" in state_dict else 0
-        return create_model(ours, num_classes=num_classes, **model_kwargs), variables
+        return create_model(ours, num_classes=head_classes(variables), **model_kwargs), variables
     if "conv_stem.weight" in state_dict:
         ours, overrides = timm_model_kwargs(name)
         kwargs = {**overrides, **model_kwargs}
         variables = from_timm_state_dict(state_dict, name, **model_kwargs)
-        num_classes = state_dict["classifier.weight"].shape[0] if "classifier.weight" in state_dict else 0
-        return create_model(ours, num_classes=num_classes, **kwargs), variables
+        return create_model(ours, num_classes=head_classes(variables), **kwargs), variables
     raise WeightConversionError(
         f"{source} is neither an efficientnet-pytorch state dict (keys '_conv_stem.weight', '_blocks.0...') "
         f"nor a timm one ('conv_stem.weight', 'blocks.0.0...'); its first keys: {sorted(state_dict)[:5]}")
