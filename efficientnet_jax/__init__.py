@@ -3,7 +3,7 @@
 >>> import efficientnet_jax as ej
 >>> model = ej.create_model('efficientnet_b0')
 """
-from efficientnet_jax.families import MobileNetV2, ResNet18
+from efficientnet_jax.families import MobileNetV2, ResNet18, ResNet50
 from efficientnet_jax.flops import count_flops, count_params
 from efficientnet_jax.model import EfficientNet, check_images, create_model
 from efficientnet_jax.preprocess import preprocess
@@ -14,7 +14,7 @@ from efficientnet_jax.specs import BlockSpec, ModelSpec, StageSpec, list_models,
 __version__ = "0.1.0"
 
 __all__ = [
-    "BlockSpec", "EfficientNet", "MobileNetV2", "ModelSpec", "ResNet18", "StageSpec", "check_images",
+    "BlockSpec", "EfficientNet", "MobileNetV2", "ModelSpec", "ResNet18", "ResNet50", "StageSpec", "check_images",
     "compound_scaling", "count_flops", "count_params", "create_model", "fast_scaling", "list_models", "model_info",
     "preprocess", "round_filters", "round_repeats", "search_coefficients", "single_dimension_baselines",
 ]

@@ -1,10 +1,11 @@
-"""Other scalable families, MobileNetV2 and ResNet-18, for testing whether compound scaling transfers.
+"""Other scalable families, MobileNetV2, ResNet-18 and ResNet-50, for testing whether compound scaling
+transfers and as baselines.
 
 Each takes ``depth`` and ``width`` multipliers as independent fields (resolution is
 the input size), so every dimension can have its own φ. Channels and repeats are
 scaled with EfficientNet's own rules (``round_filters``, ``round_repeats``) and at
-1.0 both equal torchvision's models exactly (3,504,872 and 11,689,512 parameters at
-1000 classes). Same conventions as ``EfficientNet``: ``__call__(x, train=False,
+1.0 each equals torchvision's model exactly (3,504,872, 11,689,512 and 25,557,032
+parameters at 1000 classes). Same conventions as ``EfficientNet``: ``__call__(x, train=False,
 features_only=False)``, BatchNorm statistics in 'batch_stats', ``num_classes=0``
 returns pooled features.
 """
@@ -27,6 +28,9 @@ MOBILENET_V2_STAGES = (
 )
 # (channels, repeats, stride) of ResNet-18's BasicBlock stages (He et al. 2016, Table 1).
 RESNET18_STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))
+# (bottleneck channels, repeats, stride) of ResNet-50; each block outputs 4x its bottleneck channels.
+RESNET50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
+BOTTLENECK_EXPANSION = 4
 
 
 def _conv(features: int, kernel: int, stride: int, name: str, dtype, param_dtype) -> nn.Conv:
@@ -122,16 +126,51 @@ class BasicBlock(nn.Module):
         y = nn.relu(self.norm(name="bn1")(y, use_running_average=not train))
         y = _conv(self.out_channels, 3, 1, "conv2", self.dtype, self.param_dtype)(y)
         y = self.norm(name="bn2")(y, use_running_average=not train)
-        if self.stride != 1 or x.shape[-1] != self.out_channels:
-            # A 1×1 stride-s conv with no padding reads every s-th pixel: slice, then an einsum.
-            shortcut = x[:, :: self.stride, :: self.stride, :]
-            shortcut = Conv1x1(self.out_channels, dtype=self.dtype, param_dtype=self.param_dtype, name="down_conv")(shortcut)
-            shortcut = self.norm(name="down_bn")(shortcut, use_running_average=not train)
-        return nn.relu(y + shortcut)
+        return nn.relu(y + _shortcut(self, x, train))
+
+
+def _shortcut(block: nn.Module, x: jax.Array, train: bool) -> jax.Array:
+    """Identity, or a strided 1×1 projection + BN (named down_conv / down_bn) when the shape changes."""
+    if block.stride == 1 and x.shape[-1] == block.out_channels:
+        return x
+    # A 1×1 stride-s conv with no padding reads every s-th pixel: slice, then an einsum.
+    x = x[:, :: block.stride, :: block.stride, :]
+    x = Conv1x1(block.out_channels, dtype=block.dtype, param_dtype=block.param_dtype, name="down_conv")(x)
+    return block.norm(name="down_bn")(x, use_running_average=not train)
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck, torchvision's "v1.5": 1×1 -> 3×3 (strided) -> 1×1 (×4 channels), projection shortcut.
+
+    The stride sits on the 3×3, as in torchvision and most PyTorch weights (+0.5% top-1 over the
+    original v1, which strides the first 1×1 and which Keras' ResNet50 implements).
+    """
+
+    channels: int  # of the bottleneck; the block outputs channels * BOTTLENECK_EXPANSION
+    stride: int
+    norm: Any
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels * BOTTLENECK_EXPANSION
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv1x1 = functools.partial(Conv1x1, dtype=self.dtype, param_dtype=self.param_dtype)
+        y = nn.relu(self.norm(name="bn1")(conv1x1(self.channels, name="conv1")(x), use_running_average=not train))
+        y = _conv(self.channels, 3, self.stride, "conv2", self.dtype, self.param_dtype)(y)
+        y = nn.relu(self.norm(name="bn2")(y, use_running_average=not train))
+        y = self.norm(name="bn3")(conv1x1(self.out_channels, name="conv3")(y), use_running_average=not train)
+        return nn.relu(y + _shortcut(self, x, train))
 
 
 class ResNet18(nn.Module):
     """ResNet-18 (He et al. 2016) with depth and width multipliers (torchvision layout at 1.0)."""
+
+    stages = RESNET18_STAGES
+    block = BasicBlock
 
     num_classes: int = 1000
     width: float = 1.0
@@ -153,9 +192,9 @@ class ResNet18(nn.Module):
         x = nn.relu(norm(name="stem_bn")(x, use_running_average=not train))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         features["stem"] = x
-        for i, (c, n, s) in enumerate(RESNET18_STAGES, start=1):
+        for i, (c, n, s) in enumerate(self.stages, start=1):
             for j in range(round_repeats(n, self.depth)):
-                x = BasicBlock(
+                x = self.block(
                     round_filters(c, self.width), s if j == 0 else 1, norm=norm, dtype=self.dtype,
                     param_dtype=self.param_dtype, name=f"stage{i}_block{j + 1}",
                 )(x, train)
@@ -163,6 +202,17 @@ class ResNet18(nn.Module):
         if features_only:
             return features
         return _classifier(self, x, train)
+
+
+class ResNet50(ResNet18):
+    """ResNet-50 (He et al. 2016) with depth and width multipliers: torchvision's layout (v1.5) at 1.0.
+
+    Width scales the bottleneck channels (rounded by ``round_filters``); each block's output is
+    exactly 4× its bottleneck, as at 1.0.
+    """
+
+    stages = RESNET50_STAGES
+    block = Bottleneck
 
 
 def _classifier(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:

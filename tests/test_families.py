@@ -1,4 +1,4 @@
-"""MobileNetV2 and ResNet-18: published sizes at 1.0, our conventions, and multipliers that scale MACs."""
+"""MobileNetV2, ResNet-18 and ResNet-50: published sizes at 1.0, our conventions, and multipliers that scale MACs."""
 import functools
 
 import jax
@@ -8,11 +8,12 @@ import pytest
 
 import efficientnet_jax as ej
 from efficientnet_jax import similarity
-from efficientnet_jax.families import MobileNetV2, ResNet18
+from efficientnet_jax.families import MobileNetV2, ResNet18, ResNet50
 
 # torchvision's models at 1000 classes (mobilenet_v2: 3,504,872 params, 0.30 GMACs;
-# resnet18: 11,689,512 params, 1.81 GMACs), the same as the papers' tables.
-PUBLISHED = {MobileNetV2: (3_504_872, 300e6), ResNet18: (11_689_512, 1.814e9)}
+# resnet18: 11,689,512 params, 1.81 GMACs; resnet50 (v1.5): 25,557,032 params, 4.09 GMACs), the same
+# as the papers' tables.
+PUBLISHED = {MobileNetV2: (3_504_872, 300e6), ResNet18: (11_689_512, 1.814e9), ResNet50: (25_557_032, 4.089e9)}
 
 
 def abstract(model, size=224):
@@ -39,7 +40,7 @@ def macs(model, size=224):
     return ej.count_flops(model, abstract(model, size), (1, size, size, 3))
 
 
-@pytest.mark.parametrize("cls", [MobileNetV2, ResNet18])
+@pytest.mark.parametrize("cls", [MobileNetV2, ResNet18, ResNet50])
 def test_published_params_and_macs(cls):
     params, published_macs = PUBLISHED[cls]
     model = cls()
@@ -57,9 +58,14 @@ def test_multipliers_use_the_shared_rounding_rules():
     variables = abstract(ResNet18(width=1.3, depth=1.4, num_classes=10), 64)["params"]
     assert "stage2_block3" in variables and "stage2_block4" not in variables  # ceil(1.4 * 2) = 3
     assert variables["stage4_block1"]["conv1"]["kernel"].shape[-1] == ej.round_filters(512, 1.3)
+    variables = abstract(ResNet50(width=0.75, depth=1.4, num_classes=10), 64)["params"]
+    assert "stage3_block9" in variables and "stage3_block10" not in variables  # ceil(1.4 * 6) = 9
+    block = variables["stage2_block1"]  # bottleneck ×0.75 = 96, output exactly 4× that
+    assert block["conv2"]["kernel"].shape == (3, 3, 96, 96) and block["conv3"]["kernel"].shape == (1, 1, 96, 384)
+    assert block["down_conv"]["kernel"].shape == (1, 1, 4 * 48, 384)  # stage 1 outputs 4 × round_filters(64, 0.75)
 
 
-@pytest.mark.parametrize("cls", [MobileNetV2, ResNet18])
+@pytest.mark.parametrize("cls", [MobileNetV2, ResNet18, ResNet50])
 def test_multipliers_scale_macs_as_expected(cls):
     base = macs(cls())
     assert 1.85 < macs(cls(depth=2.0)) / base < 2.1  # stages double, stem and head do not
