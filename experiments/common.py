@@ -7,16 +7,13 @@ study passes ``--dataset`` on, so the same code runs on an ImageNet-scale data s
 accelerator (with ``--steps``, ``--batch_size`` and the base resolution raised accordingly).
 
 Models go through ``train.train.train_and_evaluate`` (same input pipeline, optimizer, EMA, label
-smoothing, evaluation). That function builds its model with ``ej.create_model(config.model, ...)``
-only, so EfficientNet variants are plain config overrides (``model_overrides`` = depth, width),
-while the other families (MobileNetV2, ResNet-18) are plugged in by ``train_proxy(factory=...)``,
-which swaps the ``ej`` name *inside* ``train.train`` for a proxy whose ``create_model`` returns the
-family module for the duration of the call (``train/*.py`` is not edited; everything else about the
-run, including config resolution with B0's mean/std, is the training program's own).
+smoothing, evaluation). Every family is a model name the training program knows (``config.model`` =
+``efficientnet_b0`` / ``mobilenet_v2`` / ``resnet18``, resolved by ``train.models``) with its depth
+and width multipliers in ``config.model_overrides``, so a proxy run is a plain config and its
+``config.json`` says which model was trained.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import json
@@ -75,36 +72,6 @@ def proxy_config(*, dataset: str = "sklearn_digits", image_size: int = BASE_RESO
     return config
 
 
-class _CreateModelProxy:
-    """Stands in for the ``efficientnet_jax`` module inside ``train.train``: ``create_model`` -> ``factory``."""
-
-    def __init__(self, factory: Callable[..., Any]):
-        self._factory = factory
-
-    def __getattr__(self, name):
-        return getattr(ej, name)
-
-    def create_model(self, name, *, num_classes, dtype=jnp.float32, remat=False, **overrides):
-        del name, remat
-        return self._factory(num_classes=num_classes, dtype=dtype, **overrides)
-
-
-@contextlib.contextmanager
-def family_in_training_program(factory: Callable[..., Any] | None):
-    """Make ``train.train.train_and_evaluate`` build ``factory(num_classes=, dtype=, **model_overrides)``."""
-    from train import train as train_module
-
-    if factory is None:
-        yield
-        return
-    saved = train_module.ej
-    train_module.ej = _CreateModelProxy(factory)
-    try:
-        yield
-    finally:
-        train_module.ej = saved
-
-
 def restore_variables(config, workdir: pathlib.Path, model) -> dict:
     """{'params', 'batch_stats'} of the last checkpoint that ``train_and_evaluate`` wrote in ``workdir``."""
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -134,23 +101,36 @@ def restore_variables(config, workdir: pathlib.Path, model) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def proxy_model(family: str, depth: float = 1.0, width: float = 1.0) -> tuple[str, dict]:
+    """(config.model, config.model_overrides) of the proxy base of ``family`` scaled by (depth, width).
+
+    For ``efficientnet`` the multipliers apply on top of the proxy base (B0 x BASE_WIDTH x BASE_DEPTH);
+    for ``mobilenet_v2``/``resnet18`` on top of the family's own base scaled by the same BASE_WIDTH.
+    """
+    if family == "efficientnet":
+        # BN momentum 0.9: at 0.99 the running statistics are still near their initial values after
+        # ~100 steps and evaluation sits at chance (measured).
+        return "efficientnet_b0", dict(width=BASE_WIDTH * width, depth=BASE_DEPTH * depth, dropout=0.1,
+                                       drop_path=0.0, bn_momentum=0.9)
+    if family in ("mobilenet_v2", "resnet18"):
+        return family, dict(depth=depth, width=BASE_WIDTH * width)
+    raise ValueError(f"family must be efficientnet, mobilenet_v2 or resnet18, got {family!r}")
+
+
 def train_proxy(*, depth: float = 1.0, width: float = 1.0, resolution: int = BASE_RESOLUTION,
                 family: str = "efficientnet", dataset: str = "sklearn_digits", steps: int = 120,
                 batch_size: int = 32, seed: int = 0, workdir: str | pathlib.Path | None = None,
                 return_variables: bool = False, data_dir: str | None = None, **config_kw) -> dict:
     """Train one model of ``family`` at (depth, width, resolution) multipliers of the proxy base; evaluate.
 
-    For ``efficientnet`` the multipliers apply on top of the proxy base (B0 x BASE_WIDTH x BASE_DEPTH);
-    for ``mobilenet_v2``/``resnet18`` on top of the family's own base scaled by the same BASE_WIDTH.
     Returns {'accuracy', 'loss', 'seconds', 'params', 'macs', ...} (and 'model', 'variables' if asked).
     """
-    from train.train import train_and_evaluate
+    from train import models
+    from train.train import resolve_config, train_and_evaluate
 
-    factory = family_factory(family, depth, width)
-    overrides = {} if family != "efficientnet" else dict(
-        width=BASE_WIDTH * width, depth=BASE_DEPTH * depth, dropout=0.1, drop_path=0.0, bn_momentum=0.9)
+    name, overrides = proxy_model(family, depth, width)
     config = proxy_config(dataset=dataset, image_size=resolution, steps=steps, batch_size=batch_size, seed=seed,
-                          model_overrides=overrides, data_dir=data_dir, **config_kw)
+                          model=name, model_overrides=overrides, data_dir=data_dir, **config_kw)
     cleanup = None
     if workdir is None:
         cleanup = tempfile.TemporaryDirectory(prefix="proxy_")
@@ -158,10 +138,8 @@ def train_proxy(*, depth: float = 1.0, width: float = 1.0, resolution: int = BAS
     workdir = pathlib.Path(workdir)
     start = time.time()
     try:
-        with family_in_training_program(factory):
-            result = train_and_evaluate(config, workdir)
-        model = (factory or functools.partial(ej.create_model, "efficientnet_b0", **overrides))(
-            num_classes=_num_classes(config))
+        result = train_and_evaluate(config, workdir)
+        model = models.build_model(resolve_config(config), _num_classes(config))
         macs, params = measure(model, resolution)
         out = {"accuracy": float(result["accuracy"]), "loss": float(result["loss"]),
                "seconds": round(time.time() - start, 1), "params": params, "macs": macs,
@@ -189,33 +167,20 @@ def _num_classes(config) -> int:
     return _num_classes_of(config.dataset, config.get("data_dir"))
 
 
-def family_factory(family: str, depth: float = 1.0, width: float = 1.0) -> Callable[..., Any] | None:
-    """None for EfficientNet (the training program builds it from the config), else a module factory."""
-    from efficientnet_jax.families import MobileNetV2, ResNet18
-
-    if family == "efficientnet":
-        return None
-    cls = {"mobilenet_v2": MobileNetV2, "resnet18": ResNet18}.get(family)
-    if cls is None:
-        raise ValueError(f"family must be efficientnet, mobilenet_v2 or resnet18, got {family!r}")
-
-    def make(*, num_classes: int, dtype=jnp.float32, **overrides):
-        return cls(num_classes=num_classes, depth=depth, width=BASE_WIDTH * width, dtype=dtype, **overrides)
-
-    return make
-
-
 def builder(family: str, num_classes: int = 10) -> ej.scaling.Builder:
     """A ``scaling.Builder`` for the proxy base of ``family`` (multipliers relative to the proxy base)."""
-    from efficientnet_jax.scaling import Builder
+    import ml_collections
 
-    if family == "efficientnet":
-        def make(d, w, r):
-            return ej.create_model("efficientnet_b0", num_classes=num_classes, depth=BASE_DEPTH * d,
-                                   width=BASE_WIDTH * w, resolution=int(r), bn_momentum=0.9)
-    else:
-        def make(d, w, r):
-            return family_factory(family, d, w)(num_classes=num_classes)
+    from efficientnet_jax.scaling import Builder
+    from train import models
+
+    def make(d, w, r):
+        name, overrides = proxy_model(family, d, w)
+        if family == "efficientnet":
+            overrides["resolution"] = int(r)
+        return models.build_model(ml_collections.ConfigDict({"model": name, "model_overrides": overrides}),
+                                  num_classes)
+
     return Builder(make, BASE_RESOLUTION, family)
 
 

@@ -11,6 +11,7 @@ import math
 import pathlib
 import signal
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,30 +20,44 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import efficientnet_jax as ej
-from train import input_pipeline
+from efficientnet_jax.specs import IMAGENET_MEAN, IMAGENET_STD
+from train import input_pipeline, models
 from train.checkpoint import Checkpoints, with_sharding
 from train.metrics import MetricWriter, Progress
+from train.models import DTYPES
 from train.optim import build_optimizer
 from train.pretrained import load_into_state
 from train.step import TrainState, create_train_state, eval_step, train_step
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# A model_factory gets (num_classes, dtype) and returns a Flax module with the EfficientNet conventions:
+# fields num_classes and dtype, __call__(x, train=...), at least one BatchNorm (statistics in 'batch_stats'),
+# dropout drawing from the 'dropout' rng.
+ModelFactory = Callable[[int, Any], Any]
 
 
 class TrainingError(RuntimeError):
     """A run stopped for a reason the user must act on (the message says what to do)."""
 
 
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Fill what the model's weights define (mean/std) and check values early, with clear errors."""
+def resolve_config(config: ml_collections.ConfigDict, *, custom_model: bool = False) -> ml_collections.ConfigDict:
+    """Fill what the model's weights define (mean/std, resolution) and check values early, with clear errors.
+
+    ``custom_model``: the model comes from a ``model_factory``, so ``config.model`` is only a label;
+    a name that is not one of ours then defaults to ImageNet mean/std and needs ``image_size``.
+    """
     config = ml_collections.ConfigDict(config.to_dict())
-    spec = ej.model_info(config.model)  # unknown model -> ValueError listing the names
+    if custom_model and config.get("model") not in models.model_names():
+        settings = models.DataSettings(config.get("image_size"), IMAGENET_MEAN, IMAGENET_STD)
+        if settings.resolution is None:
+            raise ValueError(f"config.image_size must be set for a model_factory model ({config.get('model')!r})")
+    else:
+        settings = models.data_settings(config.model)  # unknown model -> ValueError listing the names
     if config.get("mean") is None:
-        config.mean = tuple(spec.mean)
+        config.mean = tuple(settings.mean)
     if config.get("std") is None:
-        config.std = tuple(spec.std)
+        config.std = tuple(settings.std)
     if config.get("image_size") is None:
-        config.image_size = spec.resolution
+        config.image_size = settings.resolution
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
     if config.batch_size % jax.device_count():
@@ -92,15 +107,19 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       model_factory: ModelFactory | None = None) -> dict:
     """Train ``config.model`` on ``config.dataset``; resume from ``workdir`` if it holds checkpoints.
 
+    ``model_factory(num_classes, dtype)``, if given, builds the model instead of ``config.model``
+    (a module built in memory, e.g. in a notebook or an experiment); ``config.model`` then only
+    names it in logs and, when it is one of ours, supplies the default mean/std and image size.
     Returns the last evaluation (raw and EMA weights) as a dict.
     """
     # ---- Config and workdir ----------------------------------------------------------------
     if config.get("distributed"):
         jax.distributed.initialize()
-    config = resolve_config(config)
+    config = resolve_config(config, custom_model=model_factory is not None)
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
@@ -124,8 +143,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                    else math.ceil(config.num_epochs * steps_per_epoch))
 
     # ---- Model and optimizer --------------------------------------------------------------------
-    model = ej.create_model(config.model, num_classes=info.num_classes, dtype=DTYPES[config.dtype],
-                            remat=config.get("remat", False), **config.get("model_overrides", {}))
+    if model_factory is not None:
+        model = model_factory(info.num_classes, DTYPES[config.dtype])
+    else:
+        model = models.build_model(config, info.num_classes)
     init_fn = functools.partial(create_train_state, model, image_size=config.image_size)
     abstract_params = jax.eval_shape(
         lambda k: model.init(k, jnp.zeros((1, config.image_size, config.image_size, 3)), train=False)["params"],
