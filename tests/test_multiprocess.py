@@ -126,9 +126,18 @@ def test_two_processes_checkpoint_resume_and_equal_one_process(tmp_path, data_di
     ref_state = dict(np.load(reference / f"final_{2 * STEPS}.npz"))
     multi_state = dict(np.load(multi / f"final_{2 * STEPS}.npz"))
     assert ref_state.keys() == multi_state.keys()
-    for part in ("params", "batch_stats", "ema_params", "ema_batch_stats"):
-        keys = [k for k in ref_state if k.startswith(f"['{part}']")]
+    # RMSProp's squared-gradient average is compared less tightly: gloo's cross-process all-reduce sums the
+    # 8 devices' partial gradients in another order than the in-process one, and the stem kernel's gradient
+    # (a long sum that nearly cancels) then differs by ~3e-5 relative after 4 steps (measured: nu 5e-4 off
+    # on 13.4, params 5e-7 off on 2.6, i.e. float32 rounding); training amplifies that to ~4e-3 of nu's
+    # scale by step 8. A resume that lost or reset the optimizer state would be off by O(1).
+    tolerance = {"['params']": 1e-4, "['batch_stats']": 1e-4, "['ema_params']": 1e-4, "['ema_batch_stats']": 1e-4,
+                 "['nu']": 2e-2, "['trace']": 2e-2}  # the last two: RMSProp's mean square and momentum
+    for part, rel in tolerance.items():
+        keys = [k for k in ref_state if part in k and ref_state[k].size]
         assert keys, part
         scale = max(np.abs(ref_state[k]).max() for k in keys)
         worst = max(np.abs(ref_state[k] - multi_state[k]).max() for k in keys)
-        assert worst <= 1e-4 * scale, (part, worst, scale)
+        assert worst <= rel * scale, (part, worst, scale)
+    counts = [k for k in ref_state if k.startswith("['opt_state']") and ref_state[k].dtype.kind in "iu"]
+    assert all(np.array_equal(ref_state[k], multi_state[k]) for k in counts), counts
