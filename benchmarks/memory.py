@@ -43,9 +43,9 @@ from train.step import create_train_state, train_step  # noqa: E402
 GiB = 2**30
 
 
-def compiled_step(name: str, batch: int, remat: bool, dtype=jnp.float32):
+def compiled_step(name: str, batch: int, remat: bool, dtype=jnp.float32, depthwise: str = "auto"):
     """The train step compiled for abstract inputs, plus those inputs' shapes."""
-    model = ej.create_model(name, remat=remat, dtype=dtype)
+    model = ej.create_model(name, remat=remat, dtype=dtype, depthwise_impl=depthwise)
     res = ej.model_info(name).resolution
     config = ml_collections.ConfigDict(dict(
         learning_rate=0.016, batch_size=batch, lr_schedule="exponential", warmup_epochs=5.0,
@@ -110,6 +110,8 @@ def main():
                         help="one batch size (temporaries / batch = per image), or two (slope and offset)")
     parser.add_argument("--remat", nargs="+", default=["off", "on"], choices=["off", "on"])
     parser.add_argument("--measure", action="store_true", help="also run the step and sample the RSS")
+    parser.add_argument("--depthwise", default="auto", choices=["auto", "taps", "xla"],
+                        help="depthwise implementation (auto: taps on CPU, XLA's grouped convolution elsewhere)")
     parser.add_argument("--jsonl", help="append one JSON object per compiled configuration to this file")
     args = parser.parse_args()
 
@@ -120,9 +122,9 @@ def main():
         for remat in args.remat:
             rows = []
             for batch in args.batches:
-                compiled, init, shapes, compile_s = compiled_step(name, batch, remat == "on")
+                compiled, init, shapes, compile_s = compiled_step(name, batch, remat == "on", depthwise=args.depthwise)
                 row = {"model": name, "resolution": ej.model_info(name).resolution, "remat": remat == "on",
-                       "batch": batch, "compile_s": round(compile_s, 1), **analyse(compiled),
+                       "batch": batch, "depthwise": args.depthwise, "compile_s": round(compile_s, 1), **analyse(compiled),
                        "backend": jax.default_backend()}
                 if args.measure:
                     row.update(measure_rss(compiled, init, shapes))
