@@ -45,7 +45,8 @@ BASE_RESOLUTION = 32
 def proxy_config(*, dataset: str = "sklearn_digits", image_size: int = BASE_RESOLUTION, steps: int = 120,
                  batch_size: int = 32, seed: int = 0, model: str = "efficientnet_b0",
                  model_overrides: dict | None = None, randaugment: tuple | None = (2, 9),
-                 learning_rate: float = 0.032, data_dir: str | None = None):
+                 learning_rate: float = 0.032, data_dir: str | None = None, progressive: dict | None = None,
+                 augment: str | None = None):
     """The digits recipe (train/configs/digits.py) shrunk to a fixed, short, augmented run."""
     from train.configs import digits
 
@@ -64,6 +65,10 @@ def proxy_config(*, dataset: str = "sklearn_digits", image_size: int = BASE_RESO
     if randaugment:
         config.randaugment = tuple(randaugment)
     config.seed = int(seed)
+    if progressive:
+        config.progressive.update(progressive)
+    if augment:
+        config.augment = augment
     config.log_every_steps = max(1, int(steps))
     config.eval_every_steps = int(steps)
     config.checkpoint_every_steps = int(steps)
@@ -123,6 +128,7 @@ def train_proxy(*, depth: float = 1.0, width: float = 1.0, resolution: int = BAS
                 return_variables: bool = False, data_dir: str | None = None, **config_kw) -> dict:
     """Train one model of ``family`` at (depth, width, resolution) multipliers of the proxy base; evaluate.
 
+    ``config_kw`` goes to ``proxy_config`` (``progressive=``, ``randaugment=``, ``augment=`` ...).
     Returns {'accuracy', 'loss', 'seconds', 'params', 'macs', ...} (and 'model', 'variables' if asked).
     """
     from train import models

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,3 +76,20 @@ def final_state(workdir):
     restored = manager.restore(step, args=ocp.args.StandardRestore())
     manager.close()
     return step, restored
+
+
+class TinyNet(nn.Module):
+    """A test-only model (not one of ours) for runs of the training program that must compile in seconds,
+    passed as ``model_factory`` the way a notebook would pass its own module."""
+
+    num_classes: int
+    dtype: jnp.dtype = jnp.float32
+    dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(8, (3, 3), strides=2, dtype=self.dtype)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(jnp.mean(x, axis=(1, 2)))
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+

@@ -9,6 +9,7 @@ import pytest
 
 import efficientnet_jax as ej
 from efficientnet_jax.families import MobileNetV2, ResNet18, ResNet50
+from helpers import TinyNet
 from train import models
 
 
@@ -71,20 +72,6 @@ def test_settings_change_hyperparameters_not_parameters():
         models.with_settings(b0, dropout=1.5)
     with pytest.raises(ValueError, match="no field"):
         models.setting(small, "drop_path")
-
-
-class TinyNet(nn.Module):
-    """Not one of ours: what a notebook would pass through model_factory."""
-
-    num_classes: int
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train=False):
-        x = nn.Conv(8, (3, 3), strides=2, dtype=self.dtype)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x))
-        x = nn.Dropout(0.1, deterministic=not train)(jnp.mean(x, axis=(1, 2)))
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 def test_model_factory_trains_an_in_memory_module(tmp_path, data_dir):

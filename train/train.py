@@ -21,7 +21,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import efficientnet_jax as ej
 from efficientnet_jax.specs import IMAGENET_MEAN, IMAGENET_STD
-from train import input_pipeline, models
+from train import input_pipeline, models, progressive
 from train.checkpoint import Checkpoints, with_sharding
 from train.metrics import MetricWriter, Progress
 from train.models import DTYPES
@@ -154,6 +154,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     )
     tx, schedule = build_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                    params=abstract_params)
+    try:
+        final_dropout = models.setting(model, "dropout")
+    except ValueError:  # a model_factory module without a dropout field
+        final_dropout = None
+    stages = progressive.stages_of(config, total_steps, final_dropout)  # one stage unless config.progressive
 
     # ---- State: created replicated, or restored from the newest good checkpoint ---------------
     init_key, step_key = jax.random.split(jax.random.key(config.seed))
@@ -174,13 +179,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                      total_steps / steps_per_epoch)
 
     # ---- Compiled steps: state replicated, batch sharded over `data`, state donated ----------
-    train_fn = jax.jit(
-        functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=step_key,
-                          label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-                          accum_steps=config.get("grad_accum_steps", 1), mixup_alpha=config.get("mixup_alpha", 0.0),
-                          cutmix_alpha=config.get("cutmix_alpha", 0.0)),
-        in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated), donate_argnums=0,
-    )
+    # One train step per progressive stage: its dropout and mixup are constants of the program,
+    # and its image size a shape (jit compiles each size once).
+    def compile_train_step(stage: progressive.Stage):
+        stage_model = (model if stage.dropout in (None, final_dropout)
+                       else models.with_settings(model, dropout=stage.dropout))
+        return jax.jit(
+            functools.partial(train_step, model=stage_model, tx=tx, schedule=schedule, base_key=step_key,
+                              label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+                              accum_steps=config.get("grad_accum_steps", 1), mixup_alpha=stage.mixup_alpha,
+                              cutmix_alpha=config.get("cutmix_alpha", 0.0)),
+            in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated), donate_argnums=0,
+        )
+
+    train_fns = {}
     eval_fn = jax.jit(functools.partial(eval_step, model=model),
                       in_shardings=(replicated, replicated, data_sharding), out_shardings=replicated)
 
@@ -199,14 +211,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer = MetricWriter(workdir, enabled=is_main)
     progress = Progress(total_steps, start_step, enabled=is_main)
     preemption = _Preemption()
-    train_iter = input_pipeline.train_iterator(
-        config, local_batch_size=local_batch, start_step=start_step,
+    batches = progressive.train_batches(
+        config, stages, local_batch_size=local_batch, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count(),
     )
     pending, window_start, last_eval = [], time.time(), {}
     try:
         for step in range(start_step, total_steps):
-            state, metrics = train_fn(state, _global_batch(next(train_iter), data_sharding))
+            stage, local = next(batches)
+            key = (stage.dropout, stage.mixup_alpha)
+            if key not in train_fns:
+                train_fns[key] = compile_train_step(stage)
+            state, metrics = train_fns[key](state, _global_batch(local, data_sharding))
             pending.append(metrics)
             done = step + 1
             is_last = done == total_steps
@@ -234,6 +250,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                     "images_per_sec": len(fetched) * config.batch_size / max(time.time() - window_start, 1e-9),
                     "skipped_steps": len(bad),
                 }
+                if len(stages) > 1:
+                    record.update(stage=stage.index, image_size=stage.image_size)
                 writer.write(record)
                 progress.update(done, {k: record[k] for k in ("loss", "accuracy", "images_per_sec")})
                 pending, window_start = [], time.time()
@@ -250,6 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         if start_step >= total_steps:  # nothing left to train: report the restored state
             last_eval = run_eval(start_step)
     finally:
+        batches.close()
         preemption.restore()
         progress.close()
         checkpoints.close()

@@ -6,6 +6,8 @@
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from train.configs import progressive_block
+
 
 def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -41,6 +43,7 @@ def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
     config.label_smoothing = 0.1
     config.mixup_alpha = 0.0  # > 0 enables mixup (e.g. 0.2)
     config.cutmix_alpha = 0.0  # > 0 enables CutMix (e.g. 1.0); with both, one is picked per step
+    config.progressive = progressive_block()  # off (stages=0); README "Progressive learning"
     config.ema_decay = 0.99
     config.grad_accum_steps = 1
     config.nan_policy = "stop"

@@ -8,6 +8,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 import efficientnet_jax as ej
+from train.configs import progressive_block
 
 
 def imagenet_config(model: str, runlocal: str = "") -> ml_collections.ConfigDict:
@@ -44,6 +45,9 @@ def imagenet_config(model: str, runlocal: str = "") -> ml_collections.ConfigDict
     config.label_smoothing = 0.1
     config.mixup_alpha = 0.0  # > 0 enables mixup (e.g. 0.2)
     config.cutmix_alpha = 0.0  # > 0 enables CutMix (e.g. 1.0); with both, one is picked per step
+    # EfficientNetV2's progressive learning, e.g. --config.progressive.stages=4
+    # --config.progressive.initial_image_size=128 --config.progressive.initial_randaugment_magnitude=5
+    config.progressive = progressive_block()
     config.ema_decay = 0.9999
     config.grad_accum_steps = 1
     config.nan_policy = "stop"
