@@ -15,6 +15,7 @@ and width multipliers in ``config.model_overrides``, so a proxy run is a plain c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import math
@@ -196,6 +197,30 @@ def measure(model, resolution: int) -> tuple[int, int]:
     variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                                jax.ShapeDtypeStruct(shape, jnp.float32))
     return ej.count_flops(model, variables, shape), ej.count_params(variables["params"])
+
+
+def training_macs(model, resolution: int) -> int:
+    """Multiply-adds of one training step on one image: forward and backward, read off the gradient's jaxpr.
+
+    Resolution changes the cost of a step (progressive learning), so equal-compute comparisons count
+    this rather than steps. Depthwise convolutions are traced as XLA's grouped convolution (as in
+    ``count_flops``), whatever implementation training uses.
+    """
+    if "depthwise_impl" in {f.name for f in dataclasses.fields(model)}:
+        model = model.clone(depthwise_impl="xla")
+    shape = (1, resolution, resolution, 3)
+    variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                               jax.ShapeDtypeStruct(shape, jnp.float32))
+
+    def gradient(v, x):
+        def loss(params):
+            logits, _ = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                                    mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+            return jnp.sum(logits)
+
+        return jax.grad(loss)(v["params"])
+
+    return ej.count_flops(gradient, variables, shape)
 
 
 # ---------------------------------------------------------------- output helpers
