@@ -15,6 +15,7 @@ import pathlib
 import sys
 
 from efficientnet_jax.model import create_model
+from efficientnet_jax.specs import list_models
 from efficientnet_jax.weights import save_pretrained
 from efficientnet_jax.weights.common import head_classes
 
@@ -36,6 +37,9 @@ def export_weights(workdir: str | pathlib.Path, out: str | pathlib.Path | None =
     if not config_file.is_file():
         raise FileNotFoundError(f"{workdir} holds no training run (no config.json); pass the --workdir of a run")
     config = json.loads(config_file.read_text())
+    if config["model"] not in list_models():
+        raise ValueError(f"train.export writes EfficientNet weight files; {config['model']!r} runs keep their "
+                         f"weights in {workdir}/checkpoints (read them with orbax, or train.checkpoint.Checkpoints)")
     checkpoints = Checkpoints(workdir / "checkpoints", async_save=False)
     try:
         state, step = checkpoints.restore_latest(None)

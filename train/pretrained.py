@@ -7,7 +7,7 @@ import pathlib
 import jax
 import numpy as np
 
-from efficientnet_jax.weights import WeightConversionError, load_pretrained, load_variables
+from efficientnet_jax.weights import WeightConversionError, load_pretrained, load_torchvision_resnet, load_variables
 from efficientnet_jax.weights.common import flatten, unflatten
 
 HEAD = "classifier"
@@ -52,9 +52,23 @@ _CONVERTED_SOURCES = ("pypi", "keras")
 _CONVERTED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".h5", ".keras")
 
 
+_TORCHVISION_MODELS = ("resnet18", "resnet50")
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _is_torchvision_file(source: str, model_name: str | None) -> bool:
+    """A torchvision ResNet state dict (torch file, or safetensors not written by us) for a ResNet run."""
+    suffix = pathlib.Path(source).suffix
+    if model_name not in _TORCHVISION_MODELS:
+        return False
+    return suffix in _TORCH_SUFFIXES or (suffix == ".safetensors" and "params" not in load_variables(source))
+
+
 def _read(source: str, model_name: str | None) -> dict:
     """Our variables from a file of ours as saved (the run's model settings decide the fit), or
     converted from another source."""
+    if _is_torchvision_file(source, model_name):
+        return load_torchvision_resnet(source)[1]
     if model_name and (source in _CONVERTED_SOURCES or pathlib.Path(source).suffix in _CONVERTED_SUFFIXES):
         return load_pretrained(model_name, source)[1]
     variables = load_variables(source)
@@ -66,7 +80,8 @@ def _read(source: str, model_name: str | None) -> dict:
 def load_into_state(state, source: str, sharding, model_name: str | None = None):
     """The train state with params, batch_stats and their EMA copies from ``source``: a file saved by
     ``save_pretrained``/``save_variables`` or, given ``model_name``, any ``load_pretrained`` source
-    ('pypi', 'keras', a timm or efficientnet-pytorch file)."""
+    ('pypi', 'keras', a timm or efficientnet-pytorch file), or for ``resnet18``/``resnet50`` a
+    torchvision state dict (``resnet50-11ad3fa6.pth`` ...)."""
     pretrained = _read(source, model_name)
     fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     merged = merge_pretrained(fresh, pretrained)

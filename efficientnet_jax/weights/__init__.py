@@ -9,6 +9,8 @@ from efficientnet_jax.weights.keras import from_keras, to_keras
 from efficientnet_jax.weights.pretrained import check_fits, load_pretrained, save_pretrained
 from efficientnet_jax.weights.pytorch import from_torch_state_dict
 from efficientnet_jax.weights.timm import from_timm_state_dict
+from efficientnet_jax.weights.torchvision_resnet import from_torchvision_resnet, load_torchvision_resnet
 
 __all__ = ["WeightConversionError", "check_fits", "from_keras", "from_timm_state_dict", "from_torch_state_dict",
-           "load_pretrained", "load_variables", "save_pretrained", "save_variables", "to_keras"]
+           "from_torchvision_resnet", "load_pretrained", "load_torchvision_resnet", "load_variables",
+           "save_pretrained", "save_variables", "to_keras"]
