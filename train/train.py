@@ -92,6 +92,32 @@ def evaluate(eval_fn, params, batch_stats, config, data_sharding, local_batch: i
             "top5": float(sums["correct_top5"]) / count, "examples": int(sums["count"])}
 
 
+def _compiled_together(jitted, name: str):
+    """``jitted``, but with several processes, compiled at its first call and run only once every process
+    has compiled it.
+
+    The first run of a program with cross-process collectives sets them up (gloo on CPU), and that
+    gives up when a peer arrives more than 30 s later; compile times differ between hosts (a cache
+    hit on one, a loaded CPU on another), so all processes finish compiling first. The barrier is
+    the coordination service's, not a collective (which would hit the same limit).
+    """
+    if jax.process_count() == 1:
+        return jitted
+    import orbax.checkpoint as ocp
+
+    compiled = {}  # one executable per input shapes, as jit keeps
+
+    def call(*args):
+        shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args))
+        if shapes not in compiled:
+            compiled[shapes] = jitted.lower(*args).compile()
+            ocp.multihost.get_barrier_sync_fn()(key=f"efficientnet_jax_compiled_{name}_{len(compiled)}",
+                                                timeout_ms=3600 * 1000)
+        return compiled[shapes](*args)
+
+    return call
+
+
 class _Preemption:
     """SIGTERM (Cloud TPU preemption, ``kill``) asks the loop to checkpoint and stop at the next step."""
 
@@ -193,8 +219,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         )
 
     train_fns = {}
-    eval_fn = jax.jit(functools.partial(eval_step, model=model),
-                      in_shardings=(replicated, replicated, data_sharding), out_shardings=replicated)
+    eval_fn = _compiled_together(jax.jit(functools.partial(eval_step, model=model),
+                                         in_shardings=(replicated, replicated, data_sharding),
+                                         out_shardings=replicated), "eval_step")
 
     def run_eval(step: int) -> dict:
         record = {"step": step, "epoch": step / steps_per_epoch, "split": "eval"}
@@ -221,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             stage, local = next(batches)
             key = (stage.dropout, stage.mixup_alpha)
             if key not in train_fns:
-                train_fns[key] = compile_train_step(stage)
+                train_fns[key] = _compiled_together(compile_train_step(stage), f"train_step_{stage.index}")
             state, metrics = train_fns[key](state, _global_batch(local, data_sharding))
             pending.append(metrics)
             done = step + 1
