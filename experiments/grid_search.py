@@ -119,9 +119,9 @@ def write_report(rows, out, argv, steps) -> None:
         "convolutions a few more pixels enlarge the last feature maps by a whole pixel each (64 px gives "
         "32/16/8/4/2, 74 px 37/19/10/5/3), repeats round up (depth ×1.2 and ×1.4 can build the same "
         "network) and channels round to multiples of 8; the paper's (1.2, 1.1, 1.15) costs ≈2.6× here, "
-        "not 2×, which is why candidates are filtered on measured MACs. On 224 px inputs rule and "
-        "measurement agree far better (B0 → (1.2, 1.1, 1.15) measures 2.57×, mostly from rounding the "
-        "repeats). The ranking found here is therefore not evidence for or against the paper's "
+        "not 2×, which is why candidates are filtered on measured MACs. At 224 px the pixel rounding "
+        "fades, but the repeats still round up: B0 → (1.2, 1.1, 1.15) measures 2.57× there too, so the "
+        "rule understates the cost of depth at any resolution. The ranking found here is therefore not evidence for or against the paper's "
         "α=1.2, β=1.1, γ=1.15; run the same script with `--dataset imagenet2012` and a real budget on an "
         "accelerator for that.",
         "",
