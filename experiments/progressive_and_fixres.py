@@ -66,8 +66,10 @@ def main(argv=None) -> None:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_common_args(parser, steps=100, name="progressive_and_fixres")
-    parser.add_argument("--resolution", type=int, default=48, help="fixed training (and evaluation) resolution")
-    parser.add_argument("--initial_resolution", type=int, default=32, help="progressive: first stage's resolution")
+    parser.add_argument("--resolution", type=int, default=common.BASE_RESOLUTION,
+                        help="fixed training (and evaluation) resolution; default: the proxy base's")
+    parser.add_argument("--initial_resolution", type=int, default=max(32, common.BASE_RESOLUTION // 2),
+                        help="progressive: first stage's resolution (32 px is the network's minimum)")
     parser.add_argument("--stages", type=int, default=3)
     parser.add_argument("--initial_magnitude", type=float, default=5.0, help="progressive: first RandAugment magnitude")
     parser.add_argument("--magnitude", type=float, default=9.0, help="RandAugment magnitude (fixed; progressive's last)")
