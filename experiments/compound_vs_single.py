@@ -41,7 +41,9 @@ def main(argv=None) -> None:
 
     plan = [("base", 1.0, 1.0, 1.0, common.BASE_RESOLUTION)]
     for s in factors:
-        for c in single_dimension_baselines(build, s, base_resolution=common.BASE_RESOLUTION):
+        # Depth alone needs more than s times the repeats: the stem and head do not grow with it.
+        for c in single_dimension_baselines(build, s, base_resolution=common.BASE_RESOLUTION,
+                                            max_multiplier=2.0 * s):
             plan.append((c.kind, s, c.depth, c.width, c.resolution))
         d, w, r = compound_scaling(math.log2(s), base_resolution=common.BASE_RESOLUTION)
         plan.append(("compound", s, d, w, r))
