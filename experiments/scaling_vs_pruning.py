@@ -3,7 +3,7 @@
     python -m experiments.scaling_vs_pruning
     python -m experiments.scaling_vs_pruning --smoke
 
-Arms (EfficientNet proxy base = B0 table at width 0.25, depth 0.34, 32 px):
+Arms (EfficientNet proxy base: common.BASE_WIDTH, BASE_DEPTH, BASE_RESOLUTION):
   * scaled:     the base compound-scaled to 2x measured MACs, trained from scratch for --steps
                 (through ``train.train_and_evaluate``);
   * big:        the base at width x2 (about 3-4x MACs), trained for --steps the same way;
