@@ -73,9 +73,10 @@ def main(argv=None) -> None:
         "",
         common.markdown_table(rows, fields),
         "",
-        "Caveats: one seed, ~2 epochs of a tiny task; at 32 px resolution changes by single pixels move MACs "
-        "in large steps (feature maps of 1 vs 2 pixels after stride 32), so 'resolution-only' here is not the "
-        "paper's resolution scaling. Read differences below ~5 points as noise.",
+        f"Caveats: one seed, {steps * args.batch_size / 1437:.1f} epochs of a tiny task (8x8 digits upsampled), "
+        "so accuracy measures how fast a model learns, not its capacity; at low resolution a few pixels move "
+        "the last feature maps by whole pixels, and repeats and channels round, so measured MACs (the "
+        "flops_ratio column), not the rule, are the cost. Read differences below ~5 points as noise.",
         "",
         "![accuracy vs MACs](accuracy_vs_macs.png)",
         "",
