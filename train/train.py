@@ -27,7 +27,7 @@ from train.metrics import MetricWriter, Progress
 from train.models import DTYPES
 from train.optim import build_optimizer
 from train.pretrained import load_into_state
-from train.step import TrainState, create_train_state, eval_step, train_step
+from train.step import create_train_state, eval_step, train_step
 
 # A model_factory gets (num_classes, dtype) and returns a Flax module with the EfficientNet conventions:
 # fields num_classes and dtype, __call__(x, train=...), at least one BatchNorm (statistics in 'batch_stats'),
