@@ -99,10 +99,7 @@ def main(argv=None) -> None:
 
 
 def plot(results, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.4))
     for ax, (pair, (m, la, lb)) in zip(np.atleast_1d(axes), results.items()):
@@ -114,9 +111,7 @@ def plot(results, path) -> None:
         ax.set_ylabel(a)
         ax.set_title(pair.replace("_", " "), fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -234,6 +234,23 @@ def out_dir(args, name: str) -> pathlib.Path:
     return path
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: the studies write PNG files and run headless."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> None:
+    """Every study's figure: tight layout, 90 dpi, and closed so long runs do not keep figures alive."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    pyplot().close(fig)
+
+
 def write_csv(path: pathlib.Path, rows: Sequence[dict], fields: Iterable[str] | None = None) -> None:
     fields = list(fields or rows[0].keys())
     with open(path, "w", newline="") as f:

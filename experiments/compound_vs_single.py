@@ -86,10 +86,7 @@ def main(argv=None) -> None:
 
 
 def plot(rows, path, family) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     base = [r for r in rows if r["kind"] == "base"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -103,9 +100,7 @@ def plot(rows, path, family) -> None:
     ax.set_ylabel("test accuracy (proxy)")
     ax.set_title(f"Scaling {family} (proxy task)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

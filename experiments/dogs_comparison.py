@@ -126,10 +126,7 @@ def main(argv=None) -> None:
 
 
 def plot(rows, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.5))
     names = [r["model"] for r in rows]
@@ -139,9 +136,7 @@ def plot(rows, path) -> None:
     right.set_ylabel("training images/s")
     for ax in (left, right):
         ax.tick_params(labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def write_report(rows, args, out, argv, proxy) -> None:

@@ -71,10 +71,7 @@ def main(argv=None) -> None:
 
 
 def plot(rows, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in rows:
@@ -86,9 +83,7 @@ def plot(rows, path) -> None:
     ax.set_xlabel("measured MACs (M) per image")
     ax.set_ylabel("test accuracy (proxy)")
     ax.set_title("Compound-coefficient grid at φ=1 (proxy task)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def write_report(rows, out, argv, steps) -> None:

@@ -136,10 +136,7 @@ def main(argv=None) -> None:
 
 
 def plot(rows, fixres, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
     left.bar([r["arm"] for r in rows], [r["accuracy"] for r in rows], color=["C0", "C1"])
@@ -157,9 +154,7 @@ def plot(rows, fixres, path) -> None:
     right.set_ylabel("test accuracy (proxy)")
     right.set_title("FixRes: fixed-resolution model")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def write_report(args, rows, fixres, out, argv, crop_pct) -> None:

@@ -156,10 +156,7 @@ def main(argv=None) -> None:
 
 
 def plot(rows, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, r in enumerate(rows):
@@ -172,9 +169,7 @@ def plot(rows, path) -> None:
     ax.set_xlabel("MACs (M) per image (arrow: dense MACs actually executed)")
     ax.set_ylabel("test accuracy (proxy)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 if __name__ == "__main__":
