@@ -32,11 +32,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo root: `train` is not installed
 
 import efficientnet_jax as ej  # noqa: E402
+from train.configs import base  # noqa: E402
 from train.optim import build_optimizer  # noqa: E402
 from train.step import create_train_state, train_step  # noqa: E402
 
@@ -47,10 +47,8 @@ def compiled_step(name: str, batch: int, remat: bool, dtype=jnp.float32, depthwi
     """The train step compiled for abstract inputs, plus those inputs' shapes."""
     model = ej.create_model(name, remat=remat, dtype=dtype, depthwise_impl=depthwise)
     res = ej.model_info(name).resolution
-    config = ml_collections.ConfigDict(dict(
-        learning_rate=0.016, batch_size=batch, lr_schedule="exponential", warmup_epochs=5.0,
-        optimizer="rmsprop_tf", weight_decay=1e-5,
-    ))
+    config = base.get_config()  # the reference recipe: RMSProp, L2, exponential decay after warm-up
+    config.batch_size = batch
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, res, res, 3), dtype)))["params"]
     tx, schedule = build_optimizer(config, steps_per_epoch=1000, total_steps=10**6, params=params)
     init = functools.partial(create_train_state, model, tx, image_size=res)
@@ -58,7 +56,8 @@ def compiled_step(name: str, batch: int, remat: bool, dtype=jnp.float32, depthwi
     batch_shapes = {"image": jax.ShapeDtypeStruct((batch, res, res, 3), dtype),
                     "label": jax.ShapeDtypeStruct((batch,), jnp.int32)}
     step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=jax.random.key(2),
-                                     label_smoothing=0.1, ema_decay=0.9999), donate_argnums=0)
+                                     label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
+                   donate_argnums=0)
     start = time.perf_counter()
     compiled = step.lower(state, batch_shapes).compile()
     return compiled, init, batch_shapes, time.perf_counter() - start

@@ -77,8 +77,7 @@ def _data(args):
 # run() performs one step and returns something to wait on; info holds extra facts (compile_s, notes).
 
 def build_ours(args, images, labels):
-    import ml_collections
-
+    from train.configs import base
     from train.optim import build_optimizer
     from train.step import create_train_state, train_step
 
@@ -91,15 +90,14 @@ def build_ours(args, images, labels):
         info = {"compile_s": time.perf_counter() - start, "compile_cpu_s": time.process_time() - cpu}
         return (lambda: compiled(variables, x)), info
 
-    config = ml_collections.ConfigDict(dict(
-        learning_rate=0.016, batch_size=args.batch, lr_schedule="exponential", warmup_epochs=5.0,
-        optimizer="rmsprop_tf", weight_decay=1e-5,
-    ))
+    config = base.get_config()  # the reference recipe: RMSProp, L2, exponential decay after warm-up
+    config.batch_size = args.batch
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1], train=False))["params"]
     tx, schedule = build_optimizer(config, steps_per_epoch=1000, total_steps=10**6, params=params)
     state = jax.jit(functools.partial(create_train_state, model, tx, image_size=args.resolution))(jax.random.key(0))
     step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=jax.random.key(2),
-                                     label_smoothing=0.1, ema_decay=0.9999), donate_argnums=0)
+                                     label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
+                   donate_argnums=0)
     batch = {"image": x, "label": jnp.asarray(labels)}
     start, cpu = time.perf_counter(), time.process_time()
     compiled = step.lower(state, batch).compile()

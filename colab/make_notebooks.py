@@ -252,10 +252,10 @@ def train_and_finetune() -> nbformat.NotebookNode:
             from train.train import train_and_evaluate
             from train.configs import digits, finetune
             from train.export import export_weights
-            from jax.sharding import AxisType
+            from train.sharding import make_mesh
 
             # The mesh train_and_evaluate builds: one `data` axis over every device of every process.
-            mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+            mesh = make_mesh()
             print("devices:", jax.devices())
             print("mesh:", dict(mesh.shape), "on", jax.default_backend())
             '''),

@@ -5,10 +5,11 @@
 """
 from efficientnet_jax.families import MobileNetV2, ResNet18, ResNet50
 from efficientnet_jax.flops import count_flops, count_params
-from efficientnet_jax.model import EfficientNet, check_images, create_model
+from efficientnet_jax.inputs import check_images
+from efficientnet_jax.model import EfficientNet, create_model
 from efficientnet_jax.preprocess import preprocess
-from efficientnet_jax.scaling import (compound_scaling, fast_scaling, round_filters, round_repeats,
-                                      search_coefficients, single_dimension_baselines)
+from efficientnet_jax.scaling import compound_scaling, fast_scaling, round_filters, round_repeats
+from efficientnet_jax.search import search_coefficients, single_dimension_baselines
 from efficientnet_jax.specs import BlockSpec, ModelSpec, StageSpec, list_models, model_info
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from efficientnet_jax.layers import Conv1x1, DepthwiseConv, DepthwiseImpl, conv_init, dense_init
-from efficientnet_jax.model import check_images
+from efficientnet_jax.inputs import check_images
 from efficientnet_jax.scaling import round_filters, round_repeats
 
 # (expand ratio t, channels c, repeats n, stride s): Sandler et al. 2018, Table 2.
@@ -213,6 +213,10 @@ class ResNet50(ResNet18):
 
     stages = RESNET50_STAGES
     block = Bottleneck
+
+
+# The families by the names a training config uses (``config.model``); weights sources check names against it.
+FAMILIES: dict[str, type[nn.Module]] = {"mobilenet_v2": MobileNetV2, "resnet18": ResNet18, "resnet50": ResNet50}
 
 
 def _classifier(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:

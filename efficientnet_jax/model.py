@@ -13,41 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from efficientnet_jax.blocks import MBConv
+from efficientnet_jax.inputs import check_images
 from efficientnet_jax.layers import (
     ACTIVATIONS, Conv1x1, DepthwiseConv, DepthwiseImpl, SqueezeExcite, conv_init, conv_padding, dense_init,
 )
 from efficientnet_jax.specs import MIN_RESOLUTION, ModelSpec, StageSpec, model_info
-
-
-def check_images(x: Any, in_channels: int = 3) -> None:
-    """Raise a clear error for inputs the network cannot take (works on tracers: shapes are static)."""
-    shape = getattr(x, "shape", None)
-    dtype = getattr(x, "dtype", None)
-    if shape is None or dtype is None:
-        raise TypeError(f"images must be an array of shape (batch, height, width, {in_channels}), got {type(x).__name__}")
-    if len(shape) != 4:
-        hint = " Add a batch axis: images[None]." if len(shape) == 3 else ""
-        raise ValueError(
-            f"images must have rank 4 (batch, height, width, {in_channels}) in NHWC layout, got shape {tuple(shape)}.{hint}"
-        )
-    if shape[-1] != in_channels:
-        hint = (
-            f" It looks like NCHW; transpose with images.transpose(0, 2, 3, 1)."
-            if shape[1] == in_channels else ""
-        )
-        raise ValueError(
-            f"images must have {in_channels} channels in the last axis (NHWC), got shape {tuple(shape)}.{hint}"
-        )
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"images must be floating point and normalized ((x - mean) / std, see model_info(name).mean/.std "
-            f"or efficientnet_jax.preprocess), got dtype {dtype}"
-        )
-    if min(shape[1], shape[2]) < MIN_RESOLUTION:
-        raise ValueError(
-            f"images are {shape[1]}x{shape[2]}, too small for a network with total stride 32: "
-            f"height and width must be at least {MIN_RESOLUTION} pixels"
-        )
 
 
 class EfficientNet(nn.Module):

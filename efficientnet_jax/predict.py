@@ -17,17 +17,17 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from efficientnet_jax.imagenet import class_names
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.preprocess import preprocess, resize_and_center_crop
+from efficientnet_jax.weights import load_pretrained
 
 
 def load_image(path: str | pathlib.Path) -> np.ndarray:
     """An RGB uint8 HWC array from any file Pillow reads: grayscale is replicated, transparency
     composited over white, 16-bit scaled to 8-bit."""
-    from PIL import Image, UnidentifiedImageError
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No image file at {path}")
@@ -73,8 +73,6 @@ def _parse(argv):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    from efficientnet_jax.weights import load_pretrained
-
     try:
         images = [load_image(p) for p in args.images]
         model, variables = load_pretrained(args.model, args.weights)

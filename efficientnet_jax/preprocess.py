@@ -1,6 +1,7 @@
 """Turn 0..255 images into the normalized inputs a variant's weights expect."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,8 +28,6 @@ def preprocess(images, model: str | ModelSpec = "efficientnet_b0", dtype=jnp.flo
 def resize_and_center_crop(image, resolution: int, crop_pct: float, method: str = "bicubic"):
     """Eval preprocessing of the TF reference: resize the shorter side to resolution / crop_pct,
     then take the central resolution x resolution crop. ``image``: HWC, any dtype; returns float32."""
-    import jax
-
     x = jnp.asarray(image, jnp.float32)
     if x.ndim != 3:
         raise ValueError(f"image must be HWC, got shape {tuple(x.shape)}")

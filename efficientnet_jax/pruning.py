@@ -21,7 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+
+from efficientnet_jax.optional import extra, require
 
 
 def _is_kernel(path, leaf) -> bool:
@@ -61,7 +62,12 @@ def apply_masks(params: Any, masks: Any) -> Any:
 
 
 def masked_updates(masks: Any) -> optax.GradientTransformation:
-    """Zero the updates of pruned weights; chain after the optimizer: ``optax.chain(tx, masked_updates(m))``."""
+    """Zero the updates of pruned weights; chain after the optimizer: ``optax.chain(tx, masked_updates(m))``.
+
+    optax is imported here, not with the module: only the ``train`` extra installs it.
+    """
+    optax = require("optax", "pruning fine-tuning (masked_updates)", extra("train"))
+
     def init(params):
         del params
         return optax.EmptyState()

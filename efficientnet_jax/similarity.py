@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from efficientnet_jax.optional import extra, require
 
 
 def _features(x: Any) -> np.ndarray:
@@ -285,9 +289,6 @@ def extract_features(
     the families in ``efficientnet_jax.families`` support. ``pool=True`` averages
     each map over space (n, channels) instead of keeping (n, h, w, channels).
     """
-    import jax
-    import jax.numpy as jnp
-
     names: list[str] = []  # the model's layer order; jax returns dicts sorted by key
 
     def fn(v, x):
@@ -349,8 +350,8 @@ def plot_similarity(
     used (no pyplot global state), so this is safe in scripts and threads. Cells are
     labelled with their values when ``annotate`` (default: matrices up to 12×12).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plot_similarity", extra("lab")).FigureCanvasAgg
+    Figure = require("matplotlib.figure", "plot_similarity", extra("lab")).Figure
 
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (len(labels_a), len(labels_b)):

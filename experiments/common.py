@@ -80,33 +80,11 @@ def proxy_config(*, dataset: str = "sklearn_digits", image_size: int = BASE_RESO
     return config
 
 
-def restore_variables(config, workdir: pathlib.Path, model) -> dict:
+def restore_variables(workdir: pathlib.Path) -> dict:
     """{'params', 'batch_stats'} of the last checkpoint that ``train_and_evaluate`` wrote in ``workdir``."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from train.restore import restore_run
 
-    from train import input_pipeline
-    from train.checkpoint import Checkpoints, with_sharding
-    from train.optim import build_optimizer
-    from train.step import create_train_state
-    from train.train import resolve_config
-
-    config = resolve_config(config)
-    info = input_pipeline.dataset_info(config)
-    shape = (1, config.image_size, config.image_size, 3)
-    params = jax.eval_shape(lambda k: model.init(k, jnp.zeros(shape), train=False)["params"], jax.random.key(0))
-    tx, _ = build_optimizer(config, steps_per_epoch=info.num_train_examples / config.batch_size,
-                            total_steps=config.num_train_steps, params=params)
-    abstract = jax.eval_shape(functools.partial(create_train_state, model, tx, image_size=config.image_size),
-                              jax.random.key(0))
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
-    checkpoints = Checkpoints(workdir / "checkpoints", keep=1, async_save=False)
-    try:
-        state, _ = checkpoints.restore_latest(with_sharding(abstract, NamedSharding(mesh, P())))
-    finally:
-        checkpoints.close()
-    if state is None:
-        raise RuntimeError(f"no checkpoint in {workdir}")
-    return {"params": state.params, "batch_stats": state.batch_stats}
+    return restore_run(workdir).variables()
 
 
 def proxy_model(family: str, depth: float = 1.0, width: float = 1.0) -> tuple[str, dict]:
@@ -156,7 +134,7 @@ def train_proxy(*, depth: float = 1.0, width: float = 1.0, resolution: int = BAS
                "steps": steps}
         if return_variables:
             out["model"] = model
-            out["variables"] = restore_variables(config, workdir, model)
+            out["variables"] = restore_variables(workdir)
         return out
     finally:
         if cleanup is not None:
@@ -173,22 +151,21 @@ def _num_classes_of(dataset: str, data_dir: str | None) -> int:
 
 
 def _num_classes(config) -> int:
-    return _num_classes_of(config.dataset, config.get("data_dir"))
+    return _num_classes_of(config.dataset, config.data_dir)
 
 
-def builder(family: str, num_classes: int = 10) -> ej.scaling.Builder:
-    """A ``scaling.Builder`` for the proxy base of ``family`` (multipliers relative to the proxy base)."""
-    import ml_collections
-
-    from efficientnet_jax.scaling import Builder
+def builder(family: str, num_classes: int = 10) -> ej.search.Builder:
+    """A ``search.Builder`` for the proxy base of ``family`` (multipliers relative to the proxy base)."""
+    from efficientnet_jax.search import Builder
     from train import models
+    from train.configs import base
 
     def make(d, w, r):
-        name, overrides = proxy_model(family, d, w)
+        config = base.get_config()
+        config.model, config.model_overrides = proxy_model(family, d, w)
         if family == "efficientnet":
-            overrides["resolution"] = int(r)
-        return models.build_model(ml_collections.ConfigDict({"model": name, "model_overrides": overrides}),
-                                  num_classes)
+            config.model_overrides.resolution = int(r)
+        return models.build_model(config, num_classes)
 
     return Builder(make, BASE_RESOLUTION, family)
 

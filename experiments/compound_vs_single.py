@@ -30,7 +30,8 @@ def main(argv=None) -> None:
     common.quiet()
     name = "compound_vs_single" if args.family == "efficientnet" else f"per_dimension_{args.family}"
     out = common.out_dir(args, name)
-    from efficientnet_jax.scaling import compound_scaling, single_dimension_baselines
+    from efficientnet_jax.scaling import compound_scaling
+    from efficientnet_jax.search import single_dimension_baselines
 
     steps = 2 if args.smoke else args.steps
     factors = args.factors[:1] if args.smoke else args.factors

@@ -74,7 +74,7 @@ def run(model: str, args, workdir_root: pathlib.Path) -> dict:
     built = models.build_model(resolved, input_pipeline.dataset_info(resolved).num_classes)
     macs, params = common.measure(built, resolved.image_size)
     rate, steady = throughput(workdir)
-    return dict(model=model, pretrained=str(resolved.get("pretrained") or "none"), image_size=resolved.image_size,
+    return dict(model=model, pretrained=str(resolved.pretrained or "none"), image_size=resolved.image_size,
                 batch_size=resolved.batch_size, params=params, macs=macs, accuracy=result["accuracy"],
                 ema_accuracy=result.get("ema_accuracy", float("nan")), images_per_sec=rate,
                 steady_state=steady, seconds=round(time.time() - start, 1))

@@ -4,7 +4,7 @@
     python -m experiments.grid_search --smoke         # 2 steps, 2 candidates: checks the script
     python -m experiments.grid_search --dataset imagenet2012 --data_dir ~/tfds --steps 20000 --batch_size 256
 
-``efficientnet_jax.scaling.search_coefficients`` enumerates (alpha, beta, gamma) of the grid with
+``efficientnet_jax.search.search_coefficients`` enumerates (alpha, beta, gamma) of the grid with
 alpha*beta^2*gamma^2 within 10% of 2, builds each, keeps those whose *measured* MACs are within
 ``--tolerance`` of 2x the base, and trains + evaluates the ``--max_candidates`` closest to 2x through
 the training program (the others are listed unscored). Writes candidates.csv, accuracy_vs_macs.png
@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv[1:])
     common.quiet()
     out = common.out_dir(args, "grid_search")
-    from efficientnet_jax.scaling import search_coefficients
+    from efficientnet_jax.search import search_coefficients
 
     steps = 2 if args.smoke else args.steps
     k = 2 if args.smoke else args.max_candidates

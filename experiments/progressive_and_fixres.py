@@ -117,7 +117,7 @@ def main(argv=None) -> None:
 
     # ---- (b) FixRes: the fixed model at larger test resolutions ------------------------------------
     model, variables = fixed["model"], fixed["variables"]
-    crop_pct = input_pipeline._eval_crop_pct(resolve_config(common.proxy_config(**config_kw)))  # noqa: SLF001
+    crop_pct = input_pipeline.eval_crop_pct(resolve_config(common.proxy_config(**config_kw)))
     fixres = []
     for scale in args.test_scales:
         size = int(round(args.resolution * scale))

@@ -86,7 +86,8 @@ def main(argv=None) -> None:
 
     import efficientnet_jax as ej
     from efficientnet_jax import pruning
-    from efficientnet_jax.scaling import _bisect, compound_scaling
+    from efficientnet_jax.scaling import compound_scaling
+    from efficientnet_jax.search import bisect_multiplier
 
     steps = 2 if args.smoke else args.steps
     ft_steps = 2 if args.smoke else args.finetune_steps
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
     # Channel pruning: the width (same depth) whose measured MACs are closest to the scaled arm's.
     def ratio(m):
         return common.measure(build(1.0, m, res), res)[0] / target
-    width = _bisect(ratio, 1.0, args.big_width, 1.0, False, 10)
+    width = bisect_multiplier(ratio, 1.0, args.big_width, 1.0, False, 10)
     small = build(1.0, width, res)
     x = jnp.zeros((1, res, res, 3))
     shapes = jax.eval_shape(functools.partial(small.init, train=False), jax.random.key(0), x)

@@ -50,16 +50,16 @@ RUN = textwrap.dedent(
 
         async_path.rename = stalled_rename
     if "poison_step" in fault:  # one NaN pixel in the batch of that step
-        pipeline = input_pipeline.train_iterator
+        pipeline = input_pipeline.Dataset.train_iterator
 
-        def poisoned(config, *, start_step=0, **kwargs):
-            for step, batch in enumerate(pipeline(config, start_step=start_step, **kwargs), start_step + 1):
+        def poisoned(dataset, *, start_step=0, **kwargs):
+            for step, batch in enumerate(pipeline(dataset, start_step=start_step, **kwargs), start_step + 1):
                 if step == fault["poison_step"]:
                     batch = {**batch, "image": batch["image"].copy()}
                     batch["image"][0, 0, 0, 0] = np.nan
                 yield batch
 
-        input_pipeline.train_iterator = poisoned
+        input_pipeline.Dataset.train_iterator = poisoned
 
     config = digits.get_config("runlocal")
     config.data_dir = data_dir
@@ -338,9 +338,8 @@ def _write_folder(root):
 def test_corrupt_images_are_counted_and_skipped_or_fail_when_configured(tmp_path, caplog):
     import logging
 
-    import ml_collections
-
     from train import input_pipeline
+    from train.configs import base
 
     root = tmp_path / "images"
     _write_folder(root)
@@ -349,9 +348,8 @@ def test_corrupt_images_are_counted_and_skipped_or_fail_when_configured(tmp_path
                "train/b/empty.jpg": b"", "test/a/1.jpg": whole[:40]}
     for name, data in corrupt.items():
         (root / name).write_bytes(data)
-    config = ml_collections.ConfigDict(dict(
-        dataset=f"folder:{root}", image_size=16, seed=0, augment="inception", randaugment=None, autoaugment=False,
-        mean=None, std=None, skip_corrupt_images=True))
+    config = base.get_config()
+    config.update(dict(dataset=f"folder:{root}", image_size=16, augment="inception", skip_corrupt_images=True))
     with caplog.at_level(logging.WARNING):
         info = input_pipeline.dataset_info(config)
     assert (info.num_train_examples, info.num_eval_examples) == (12 + 2 - 3, 4 - 1)

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageEnhance, ImageOps
 
 from train import augment, input_pipeline
+from train.configs import base
 from train.datasets import digits
 
 MEAN = np.asarray(input_pipeline.IMAGENET_MEAN, np.float32)
@@ -20,9 +21,8 @@ STD = np.asarray(input_pipeline.IMAGENET_STD, np.float32)
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(dict(
-        dataset="sklearn_digits", data_dir=None, train_split="train", eval_split=None, image_size=32, seed=0,
-        augment="none", randaugment=None, autoaugment=False, mean=None, std=None, prepare_dataset=True))
+    config = base.get_config()
+    config.update(dict(dataset="sklearn_digits", image_size=32, augment="none"))
     config.update(overrides)
     return config
 

@@ -11,11 +11,13 @@ import efficientnet_jax as ej
 from efficientnet_jax.families import MobileNetV2, ResNet18, ResNet50
 from helpers import TinyNet
 from train import models
+from train.configs import base
 
 
 def config(model, **overrides):
-    return ml_collections.ConfigDict({"model": model, "model_overrides": overrides, "dtype": "float32",
-                                      "remat": False})
+    cfg = base.get_config()
+    cfg.model, cfg.model_overrides = model, overrides
+    return cfg
 
 
 def abstract_params(model, size=32):

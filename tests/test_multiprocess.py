@@ -4,11 +4,11 @@ process with 8 devices.
 JAX 0.10 runs cross-process CPU collectives over gloo (``jax_cpu_collectives_implementation``
 defaults to 'gloo' once ``jax.distributed`` is initialized), so nothing beyond
 ``jax.distributed.initialize`` is needed. Each process reads its own shard of digits
-(``train_iterator(process_index, process_count)``), both write the same orbax checkpoint
+(``Dataset.train_iterator(process_index=, process_count=)``), both write the same orbax checkpoint
 directory, and the run stops at step N and is resumed to 2N by a second launch.
 
 The reference is one process with 8 devices fed the same global batches: the two shards'
-pipelines (the real ``train_iterator`` with ``process_count=2``) concatenated, which is exactly
+pipelines (the real ``Dataset.train_iterator`` with ``process_count=2``) concatenated, which is exactly
 what ``make_array_from_process_local_data`` assembles from the two processes.
 """
 import json
@@ -44,15 +44,15 @@ WORKER = textwrap.dedent(
     from train.train import train_and_evaluate
 
     if num_processes == 1:  # the reference: the global batches the 2-process run assembles
-        shard_iterator = input_pipeline.train_iterator
+        shard_iterator = input_pipeline.Dataset.train_iterator
 
-        def two_shards(config, *, local_batch_size, start_step=0, process_index=0, process_count=1):
-            parts = [shard_iterator(config, local_batch_size=local_batch_size // 2, start_step=start_step,
+        def two_shards(dataset, *, local_batch_size, start_step=0, process_index=0, process_count=1):
+            parts = [shard_iterator(dataset, local_batch_size=local_batch_size // 2, start_step=start_step,
                                     process_index=i, process_count=2) for i in range(2)]
             for a, b in zip(*parts):
                 yield {k: np.concatenate([a[k], b[k]]) for k in a}
 
-        input_pipeline.train_iterator = two_shards
+        input_pipeline.Dataset.train_iterator = two_shards
 
     config = digits.get_config("runlocal")
     config.data_dir, config.batch_size, config.num_train_steps = data_dir, 16, steps

@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from train import progressive
+from train import input_pipeline, progressive
 from train.configs import digits
 
 FINAL = {"image_size": 300, "randaugment_magnitude": 15.0, "mixup_alpha": 0.2, "dropout": 0.3}
@@ -84,11 +84,12 @@ def test_resumed_staged_input_is_the_uninterrupted_one(data_dir):
     cfg = config(stages=2, initial_image_size=32, initial_randaugment_magnitude=3.0)
     cfg.data_dir = data_dir
     stages = progressive.stages_of(cfg, 6, final_dropout=0.0)
-    full = list(progressive.train_batches(cfg, stages, local_batch_size=4))
+    dataset = input_pipeline.open_dataset(cfg)
+    full = list(progressive.train_batches(dataset, stages, local_batch_size=4))
     assert [stage.index for stage, _ in full] == [0, 0, 0, 1, 1, 1]
     assert [batch["image"].shape[1] for _, batch in full] == [32, 32, 32, 40, 40, 40]
     for start in (2, 4):
-        resumed = list(progressive.train_batches(cfg, stages, local_batch_size=4, start_step=start))
+        resumed = list(progressive.train_batches(dataset, stages, local_batch_size=4, start_step=start))
         assert len(resumed) == 6 - start
         for (_, a), (_, b) in zip(full[start:], resumed):
             np.testing.assert_array_equal(a["image"], b["image"])

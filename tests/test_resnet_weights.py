@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from efficientnet_jax.families import ResNet50
-from efficientnet_jax.weights import WeightConversionError, from_torchvision_resnet, load_torchvision_resnet
+from efficientnet_jax.weights import (WeightConversionError, from_torchvision_resnet, load_pretrained_variables,
+                                      load_torchvision_resnet)
 from helpers import structured_images
 
 torch = pytest.importorskip("torch")
@@ -122,7 +123,7 @@ def test_bad_state_dicts_are_refused(reference, tmp_path):
 def test_a_torchvision_file_starts_a_resnet50_fine_tune(reference, tmp_path):
     """What --config.pretrained=resnet50-*.pth does in a stanford_dogs_resnet50 run: backbone from the file,
     a new 120-class head."""
-    from train.pretrained import _read, merge_pretrained
+    from train.pretrained import merge_pretrained
 
     _, state_dict = reference
     path = tmp_path / "resnet50.pth"
@@ -130,7 +131,7 @@ def test_a_torchvision_file_starts_a_resnet50_fine_tune(reference, tmp_path):
     abstract = jax.eval_shape(lambda: ResNet50(num_classes=120).init(jax.random.key(0), np.zeros((1, 64, 64, 3)),
                                                                      train=False))
     fresh = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), abstract)
-    merged = merge_pretrained(fresh, _read(str(path), "resnet50"))
+    merged = merge_pretrained(fresh, load_pretrained_variables("resnet50", str(path)))
     assert merged["params"]["classifier"]["kernel"].shape == (2048, 120)
     assert (merged["params"]["classifier"]["kernel"] == 7.0).all()  # the fresh head
     np.testing.assert_array_equal(merged["batch_stats"]["stage1_block1"]["bn3"]["mean"],

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 import efficientnet_jax as ej
-from efficientnet_jax import scaling
+from efficientnet_jax import scaling, search
 
 
 class TinyNet(nn.Module):
@@ -26,7 +26,7 @@ class TinyNet(nn.Module):
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
 
-TINY = scaling.Builder(lambda d, w, r: TinyNet(depth=d, width=w), base_resolution=32, name="tiny")
+TINY = search.Builder(lambda d, w, r: TinyNet(depth=d, width=w), base_resolution=32, name="tiny")
 
 
 def direct_macs(model, size):
@@ -58,19 +58,19 @@ def test_fast_scaling_exponents():
 # ---------------------------------------------------------------- measured MACs and builders
 
 def test_measure_macs_is_count_flops_on_the_built_model():
-    assert scaling.measure_macs(TINY, 1.5, 1.25, 40) == direct_macs(TinyNet(depth=1.5, width=1.25), 40)
+    assert search.measure_macs(TINY, 1.5, 1.25, 40) == direct_macs(TinyNet(depth=1.5, width=1.25), 40)
 
 
 def test_ready_builders_match_published_sizes():
-    b0 = scaling.efficientnet_builder()
+    b0 = search.efficientnet_builder()
     assert b0.base_resolution == 224
-    assert scaling.measure_macs(b0, 1.0, 1.0, 224) == 385_814_752  # tests/test_flops.py EXACT_MACS
-    b1 = scaling.efficientnet_builder("efficientnet_b1")  # multipliers are relative to the base variant
+    assert search.measure_macs(b0, 1.0, 1.0, 224) == 385_814_752  # tests/test_flops.py EXACT_MACS
+    b1 = search.efficientnet_builder("efficientnet_b1")  # multipliers are relative to the base variant
     assert b1(1.0, 1.0, 240).spec.depth == pytest.approx(1.1)
     model = b0(1.2, 1.1, 258)
     assert (model.spec.depth, model.spec.width, model.spec.resolution) == (1.2, 1.1, 258)
-    assert scaling.measure_macs(scaling.resnet18_builder(), 1.0, 1.0, 224) == pytest.approx(1.814e9, rel=0.01)
-    mobilenet = scaling.mobilenet_v2_builder(num_classes=10)(2.0, 0.5, 96)
+    assert search.measure_macs(search.resnet18_builder(), 1.0, 1.0, 224) == pytest.approx(1.814e9, rel=0.01)
+    mobilenet = search.mobilenet_v2_builder(num_classes=10)(2.0, 0.5, 96)
     assert (mobilenet.depth, mobilenet.width, mobilenet.num_classes) == (2.0, 0.5, 10)
 
 
@@ -84,7 +84,7 @@ def test_search_keeps_only_measured_matches_and_ranks_by_metric():
         return -c.macs  # dummy metric: cheaper is better
 
     grid = (1.0, 1.2, 1.4)
-    rows = scaling.search_coefficients(TINY, grid=grid, tolerance=0.15, evaluate=evaluate)
+    rows = search.search_coefficients(TINY, grid=grid, tolerance=0.15, evaluate=evaluate)
     base = direct_macs(TinyNet(), 32)
     assert rows and len(calls) == len({(c.resolution, c.macs, c.params) for c in rows})  # one per distinct model
     for c in rows:
@@ -96,7 +96,7 @@ def test_search_keeps_only_measured_matches_and_ranks_by_metric():
     assert [c.metric for c in rows] == sorted((c.metric for c in rows), reverse=True)
     # Rule-valid triples can miss on measured MACs (rounding of repeats/channels): they are dropped.
     calls.clear()
-    assert len(scaling.search_coefficients(TINY, grid=grid, tolerance=0.15, evaluate=evaluate, dedupe=False)) == len(calls)
+    assert len(search.search_coefficients(TINY, grid=grid, tolerance=0.15, evaluate=evaluate, dedupe=False)) == len(calls)
     everything = [
         (a, b, g) for a in grid for b in grid for g in grid if abs(a * b * b * g * g / 2 - 1) <= 0.15
     ]
@@ -104,19 +104,19 @@ def test_search_keeps_only_measured_matches_and_ranks_by_metric():
 
 
 def test_search_without_metric_ranks_by_closeness_and_takes_per_axis_grids():
-    rows = scaling.search_coefficients(
+    rows = search.search_coefficients(
         TINY, grid=((1.0, 2.0), (1.0, 1.2, 1.45), (1.0, 1.25)), tolerance=0.2, phi=1.0
     )
     gaps = [abs(c.flops_ratio - 2) for c in rows]
     assert rows and gaps == sorted(gaps) and all(c.metric is None for c in rows)
     assert all(c.alpha in (1.0, 2.0) and c.gamma in (1.0, 1.25) for c in rows)
-    assert "| compound |" in scaling.candidates_table(rows)
+    assert "| compound |" in search.candidates_table(rows)
     assert set(rows[0].asdict()) >= {"alpha", "beta", "gamma", "depth", "width", "resolution", "macs", "flops_ratio", "metric"}
 
 
 def test_same_model_from_different_coefficients_is_evaluated_once():
     calls = []
-    rows = scaling.search_coefficients(  # depth 1.2, 1.3, 1.4 all build ceil(2d) = 3 blocks per stage
+    rows = search.search_coefficients(  # depth 1.2, 1.3, 1.4 all build ceil(2d) = 3 blocks per stage
         TINY, flops_factor=1.3, grid=((1.2, 1.3, 1.4), (1.0,), (1.0,)), tolerance=0.5,
         evaluate=lambda c: calls.append(c) or 0.7,
     )
@@ -124,7 +124,7 @@ def test_same_model_from_different_coefficients_is_evaluated_once():
 
 
 def test_unscored_candidates_rank_last():
-    rows = scaling.search_coefficients(
+    rows = search.search_coefficients(
         TINY, grid=((1.0,), (1.0, 1.4), (1.0, 1.4)), tolerance=0.2,
         evaluate=lambda c: float("nan") if c.beta > 1 else 0.5,
     )
@@ -132,14 +132,14 @@ def test_unscored_candidates_rank_last():
 
 
 def test_search_at_phi_2():
-    rows = scaling.search_coefficients(TINY, phi=2.0, grid=((1.0,), (1.0,), (1.4, 1.45)), tolerance=0.3)
+    rows = search.search_coefficients(TINY, phi=2.0, grid=((1.0,), (1.0,), (1.4, 1.45)), tolerance=0.3)
     assert rows and all(c.resolution == round(32 * c.gamma**2) for c in rows)
     assert all(abs(c.flops_ratio / 4 - 1) <= 0.3 for c in rows)
 
 
 def test_search_on_efficientnet_builder():
-    rows = scaling.search_coefficients(
-        scaling.efficientnet_builder(num_classes=10), base_resolution=32,
+    rows = search.search_coefficients(
+        search.efficientnet_builder(num_classes=10), base_resolution=32,
         grid=((1.0,), (1.0, 1.4), (1.0,)), tolerance=0.2, evaluate=lambda c: c.width,
     )
     assert [(c.alpha, c.beta, c.gamma) for c in rows] == [(1.0, 1.4, 1.0)]  # width 1.4: ~1.96x
@@ -148,13 +148,13 @@ def test_search_on_efficientnet_builder():
 
 def test_search_needs_a_base_resolution():
     with pytest.raises(ValueError, match="base_resolution"):
-        scaling.search_coefficients(lambda d, w, r: TinyNet(depth=d, width=w), grid=(1.0,))
+        search.search_coefficients(lambda d, w, r: TinyNet(depth=d, width=w), grid=(1.0,))
 
 
 # ---------------------------------------------------------------- single-dimension baselines
 
 def test_single_dimension_baselines_match_target_flops():
-    rows = scaling.single_dimension_baselines(TINY, 2.0, evaluate=lambda c: c.flops_ratio)
+    rows = search.single_dimension_baselines(TINY, 2.0, evaluate=lambda c: c.flops_ratio)
     assert [c.kind for c in rows] == ["depth", "width", "resolution"]
     depth, width, resolution = rows
     assert (depth.width, depth.resolution) == (1.0, 32) and depth.depth > 1
@@ -179,9 +179,9 @@ def test_single_dimension_baselines_match_target_flops():
 
 def test_single_dimension_baselines_errors():
     with pytest.raises(ValueError, match="> 1"):
-        scaling.single_dimension_baselines(TINY, 0.5)
+        search.single_dimension_baselines(TINY, 0.5)
     with pytest.raises(ValueError, match="largest multiplier"):
-        scaling.single_dimension_baselines(TINY, 100.0, max_multiplier=1.5)
+        search.single_dimension_baselines(TINY, 100.0, max_multiplier=1.5)
 
 
 def test_rule_factor_still_available():

@@ -1,19 +1,23 @@
-"""A jitted forward pass with the batch sharded over 8 (fake CPU) devices gives the 1-device logits."""
+"""A jitted forward pass with the batch sharded over 8 (fake CPU) devices, on the training program's mesh,
+gives the 1-device logits."""
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 SCRIPT = textwrap.dedent(
     """
     import json, os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax, jax.numpy as jnp, numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
     import efficientnet_jax as ej
+    from train import sharding
 
     assert jax.device_count() == 8, jax.devices()
     model = ej.create_model("efficientnet_b0", num_classes=10, width=0.25, depth=0.34)
@@ -22,8 +26,8 @@ SCRIPT = textwrap.dedent(
     forward = lambda v, x: model.apply(v, x, train=False)
 
     one = jax.jit(forward)(jax.device_put(variables, jax.devices()[0]), jax.device_put(x, jax.devices()[0]))
-    mesh = jax.make_mesh((8,), ("data",))
-    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    mesh = sharding.make_mesh()
+    replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     sharded = jax.jit(forward, in_shardings=(replicated, batch), out_shardings=batch)(
         jax.device_put(variables, replicated), jax.device_put(x, batch))
     assert len(sharded.sharding.device_set) == 8
@@ -34,7 +38,8 @@ SCRIPT = textwrap.dedent(
 
 def test_sharded_forward_matches_single_device():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     one, sharded = np.asarray(out["one"]), np.asarray(out["sharded"])

@@ -179,10 +179,10 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, data_dir, flags, env, me
 def test_imagenet_recipe_runs_on_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
-    from train.configs import imagenet_b0
+    from train.configs import imagenet
     from train.train import train_and_evaluate
 
-    config = imagenet_b0.get_config("runlocal")
+    config = imagenet.get_config("b0,runlocal")
     with tfds.testing.mock_data(num_examples=16):
         result = train_and_evaluate(config, tmp_path)
     assert result["examples"] > 0

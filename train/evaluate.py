@@ -5,8 +5,9 @@
     python -m train.evaluate --model efficientnet_lite0 --weights lite0.msgpack --dataset folder:/data/photos
 
 Preprocessing is the TF reference's: decode, central crop of resolution/(resolution+32) of the short
-side, bicubic resize to the model's resolution, the variant's mean/std. Every example is counted
-exactly once (padded batches carry a mask), on any number of devices and processes.
+side (``efficientnet_jax.specs.eval_crop_pct``), bicubic resize to the model's resolution, the variant's
+mean/std. Every example is counted exactly once (padded batches carry a mask), on any number of devices
+and processes, by ``evaluate_batches``: the training program's evaluation loop.
 
 Labels: a 1000-class model is scored against ImageNet classes, so a dataset whose labels are WordNet
 synset ids (imagenet2012, imagenette, imagewang, or a folder whose class folders are named
@@ -21,16 +22,38 @@ import json
 import os
 import sys
 import time
+from typing import Iterable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only reads images here
 
 import jax
-import ml_collections
+import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from efficientnet_jax.imagenet import NUM_CLASSES, synsets
+from efficientnet_jax.specs import eval_crop_pct
 from efficientnet_jax.weights import load_pretrained
+from train import input_pipeline, sharding
+from train.configs import base
+from train.step import eval_step
+
+
+def evaluate_batches(eval_fn, params, batch_stats, batches: Iterable[dict], batch_sharding) -> dict:
+    """{'loss', 'accuracy', 'top5', 'examples'} of one pass over ``batches``: the evaluation loop of the
+    training program and of this command.
+
+    ``batches``: this process's padded eval batches ({'image', 'label', 'mask'}; ``Dataset.eval_iterator``);
+    ``eval_fn(params, batch_stats, global_batch)``: ``train.step.eval_step`` compiled for ``batch_sharding``.
+    Sums stay on the devices until the end; padding rows (mask False) are not counted.
+    """
+    sums = None
+    for local in batches:
+        out = eval_fn(params, batch_stats, sharding.global_batch(local, batch_sharding))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    count = max(float(sums["count"]), 1.0)
+    return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count,
+            "top5": float(sums["correct_top5"]) / count, "examples": int(sums["count"])}
 
 
 def label_map(label_names: tuple[str, ...], num_classes: int, dataset: str) -> np.ndarray:
@@ -50,42 +73,31 @@ def evaluate(model, variables, dataset: str, *, data_dir: str | None = None, spl
              batch_size: int = 64, image_size: int | None = None, crop_pct: float | None = None) -> dict:
     """{'top1', 'top5', 'examples', 'seconds' (compilation included)...} of ``model`` on one pass over the split.
 
-    ``crop_pct``: the central fraction kept; default resolution/(resolution+32), the reference's.
-    Models trained on whole small images (the digits recipe) are evaluated with 1.0.
+    ``crop_pct``: the central fraction kept; default the reference's (``efficientnet_jax.specs.eval_crop_pct``,
+    resolution/(resolution+32)). Models trained on whole small images (the digits recipe) are evaluated with 1.0.
     """
-    from train import input_pipeline
-    from train.step import eval_step
-    from train.train import _global_batch
-
     spec = model.spec
     size = image_size or spec.resolution
-    config = ml_collections.ConfigDict(dict(
-        dataset=dataset, data_dir=data_dir, eval_split=split, image_size=size, augment="none",
-        crop_pct=crop_pct or size / (size + 32),
-        mean=tuple(spec.mean), std=tuple(spec.std), prepare_dataset=False,
-    ))
-    # Only the eval split needs to exist (a folder may hold just val/): resolve it, then describe it.
-    _, config.eval_split = input_pipeline._splits(config, input_pipeline._open(config))  # noqa: SLF001
-    config.train_split = config.eval_split
-    info = input_pipeline.dataset_info(config)
-    to_model_class = label_map(info.label_names, model.num_classes, info.name)
+    config = base.get_config()
+    config.dataset, config.data_dir, config.eval_split, config.prepare_dataset = dataset, data_dir, split, False
+    config.image_size, config.augment, config.crop_pct = size, "none", crop_pct or eval_crop_pct(size)
+    config.mean, config.std = tuple(spec.mean), tuple(spec.std)
+    data = input_pipeline.open_dataset(config, train=False)  # only the eval split needs to exist
+    to_model_class = label_map(data.info.label_names, model.num_classes, data.info.name)
     devices = jax.device_count()
     batch_size = -(-batch_size // devices) * devices  # a multiple of the device count
-    mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))
-    data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    mesh = sharding.make_mesh()
+    batch, replicated = sharding.batch_sharded(mesh), sharding.replicated(mesh)
     variables = jax.device_put(variables, replicated)
-    step = jax.jit(functools.partial(eval_step, model=model), in_shardings=(replicated, replicated, data),
+    step = jax.jit(functools.partial(eval_step, model=model), in_shardings=(replicated, replicated, batch),
                    out_shardings=replicated)
-    totals, start = None, time.perf_counter()
-    for local in input_pipeline.eval_iterator(config, local_batch_size=batch_size // jax.process_count(),
-                                              process_index=jax.process_index(), process_count=jax.process_count()):
-        local["label"] = to_model_class[local["label"]]
-        out = step(variables["params"], variables.get("batch_stats", {}), _global_batch(local, data))
-        totals = out if totals is None else jax.tree.map(np.add, totals, out)
-    totals = jax.device_get(totals)
-    count = int(totals["count"])
-    return {"dataset": info.name, "split": info.eval_split, "model": spec.name, "image_size": size,
-            "examples": count, "top1": float(totals["correct"]) / count, "top5": float(totals["correct_top5"]) / count,
+    start = time.perf_counter()
+    batches = ({**local, "label": to_model_class[local["label"]]} for local in data.eval_iterator(
+        local_batch_size=batch_size // jax.process_count(), process_index=jax.process_index(),
+        process_count=jax.process_count()))
+    result = evaluate_batches(step, variables["params"], variables.get("batch_stats", {}), batches, batch)
+    return {"dataset": data.info.name, "split": data.info.eval_split, "model": spec.name, "image_size": size,
+            "examples": result["examples"], "top1": result["accuracy"], "top5": result["top5"],
             "seconds": time.perf_counter() - start}
 
 

@@ -14,10 +14,9 @@ import json
 import pathlib
 import sys
 
-from efficientnet_jax.model import create_model
 from efficientnet_jax.specs import list_models
 from efficientnet_jax.weights import save_pretrained
-from efficientnet_jax.weights.common import head_classes
+from train.restore import load_config, restore_run
 
 
 def _choose(which: str, workdir: pathlib.Path) -> str:
@@ -30,31 +29,15 @@ def _choose(which: str, workdir: pathlib.Path) -> str:
 
 def export_weights(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None, which: str = "best"):
     """Write the run's weights (``which``: 'best', 'ema' or 'raw') with the model's settings; returns the path."""
-    from train.checkpoint import Checkpoints
-
     workdir = pathlib.Path(workdir).absolute()
-    config_file = workdir / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{workdir} holds no training run (no config.json); pass the --workdir of a run")
-    config = json.loads(config_file.read_text())
-    if config["model"] not in list_models():
-        raise ValueError(f"train.export writes EfficientNet weight files; {config['model']!r} runs keep their "
-                         f"weights in {workdir}/checkpoints (read them with orbax, or train.checkpoint.Checkpoints)")
-    checkpoints = Checkpoints(workdir / "checkpoints", async_save=False)
-    try:
-        state, step = checkpoints.restore_latest(None)
-    finally:
-        checkpoints.close()
-    if state is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint yet")
+    model_name = load_config(workdir).model
+    if model_name not in list_models():
+        raise ValueError(f"train.export writes EfficientNet weight files; {model_name!r} runs keep their "
+                         f"weights in {workdir}/checkpoints (read them with train.restore.restore_run)")
+    run = restore_run(workdir)
     which = _choose(which, workdir)
-    prefix = "ema_" if which == "ema" else ""
-    variables = {"params": state[f"{prefix}params"], "batch_stats": state[f"{prefix}batch_stats"]}
-    num_classes = head_classes(variables)
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("model_overrides") or {}).items()}
-    model = create_model(config["model"], num_classes=num_classes, **overrides)
     out = pathlib.Path(out) if out else workdir / "weights.msgpack"
-    save_pretrained(out, model, variables, source=f"{workdir} step {step} ({which} weights)")
+    save_pretrained(out, run.model, run.variables(which), source=f"{workdir} step {run.step} ({which} weights)")
     return out
 
 

@@ -22,7 +22,7 @@ import difflib
 import logging
 import math
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -270,60 +270,71 @@ def _not_prepared_message(builder, data_dir: str | None) -> str:
             "already holds it. The training program does not download datasets itself.")
 
 
-def _open(config) -> _TfdsSource | _FolderSource:
+def _open_source(config) -> _TfdsSource | _FolderSource:
     name = config.dataset
     if name.startswith("folder:"):
-        return _FolderSource(name[len("folder:"):], skip_corrupt=config.get("skip_corrupt_images", True))
-    return _TfdsSource(name, config.get("data_dir"), prepare=config.get("prepare_dataset", True))
+        return _FolderSource(name[len("folder:"):], skip_corrupt=config.skip_corrupt_images)
+    return _TfdsSource(name, config.data_dir, prepare=config.prepare_dataset)
 
 
-def _splits(config, source) -> tuple[str, str]:
-    train_split = config.get("train_split") or "train"
-    eval_split = config.get("eval_split")
-    if not eval_split:
-        have = [s for s in EVAL_SPLIT_CANDIDATES if s in source.splits]
-        if source.splits and not have:
-            raise ValueError(f"{source.name} has none of the eval splits {EVAL_SPLIT_CANDIDATES} (it has "
-                             f"{list(source.splits)}); set --config.eval_split")
-        eval_split = have[0] if have else EVAL_SPLIT_CANDIDATES[0]
-    return train_split, eval_split
+def _eval_split(config, source) -> str:
+    if config.eval_split:
+        return config.eval_split
+    have = [s for s in EVAL_SPLIT_CANDIDATES if s in source.splits]
+    if source.splits and not have:
+        raise ValueError(f"{source.name} has none of the eval splits {EVAL_SPLIT_CANDIDATES} (it has "
+                         f"{list(source.splits)}); set --config.eval_split")
+    return have[0] if have else EVAL_SPLIT_CANDIDATES[0]
 
 
-def dataset_info(config) -> DatasetInfo:
-    source = _open(config)
-    train_split, eval_split = _splits(config, source)
-    return DatasetInfo(name=source.name, num_classes=source.num_classes,
+def eval_crop_pct(config) -> float | None:
+    """The fraction of the short side the eval centre crop keeps: ``config.crop_pct`` if set; else None
+    (the reference's size/(size+32), ``efficientnet_jax.specs.eval_crop_pct``) after ImageNet-style
+    ('inception') training, and 1.0 (the whole square) after any other.
+
+    Small-image recipes train on the whole image, so cutting its border at eval would only
+    remove what the model was trained to see.
+    """
+    if config.crop_pct is None and config.augment != "inception":
+        return 1.0
+    return config.crop_pct
+
+
+def open_dataset(config, *, train: bool = True) -> Dataset:
+    """The run's dataset, opened once: its info, resolved splits and eval crop, and its iterators.
+
+    ``train=False``: only the eval split must exist (evaluating weights on a folder that holds just
+    ``val/``); the info then describes the eval split in its train fields too.
+    """
+    _check(config)
+    source = _open_source(config)
+    eval_split = _eval_split(config, source)
+    train_split = config.train_split if train else eval_split
+    info = DatasetInfo(name=source.name, num_classes=source.num_classes,
                        num_train_examples=source.num_examples(train_split),
                        num_eval_examples=source.num_examples(eval_split),
                        train_split=train_split, eval_split=eval_split, label_names=source.label_names)
+    return Dataset(config=config, source=source, info=info)
+
+
+def dataset_info(config) -> DatasetInfo:
+    """``open_dataset(config).info``."""
+    return open_dataset(config).info
 
 
 # ---- Preprocessing -----------------------------------------------------------------------------
 
 def _check(config) -> None:
-    if config.get("augment", "none") not in AUGMENTS:
-        raise ValueError(f"augment must be one of {AUGMENTS}, got {config.get('augment')!r}")
-    if config.get("randaugment") and config.get("autoaugment", False):
+    if config.augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {config.augment!r}")
+    if config.randaugment and config.autoaugment:
         raise ValueError("set randaugment or autoaugment, not both")
-
-
-def _eval_crop_pct(config) -> float | None:
-    """None (the reference's size/(size+32)) for ImageNet-style training, else the whole square.
-
-    Small-image recipes train on the whole image, so cutting its border at eval would only
-    remove what the model was trained to see.
-    """
-    crop_pct = config.get("crop_pct", None)
-    if crop_pct is None and config.get("augment", "none") != "inception":
-        return 1.0
-    return crop_pct
 
 
 def _train_preprocess(config):
     """Traced once per iterator; autograph off because the ops are plain graph code (and it adds ~1 s)."""
-    size, kind = config.image_size, config.get("augment", "none")
-    ra = config.get("randaugment", None)
-    aa = config.get("autoaugment", False)
+    size, kind = config.image_size, config.augment
+    ra, aa = config.randaugment, config.autoaugment
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64)], autograph=False)
     def preprocess(image_bytes, seed):
@@ -345,8 +356,8 @@ def _train_preprocess(config):
 
 
 def _normalizer(config):
-    mean = tf.constant(config.get("mean") or IMAGENET_MEAN, tf.float32)
-    std = tf.constant(config.get("std") or IMAGENET_STD, tf.float32)
+    mean = tf.constant(config.mean or IMAGENET_MEAN, tf.float32)  # None: a config not yet resolved for a model
+    std = tf.constant(config.std or IMAGENET_STD, tf.float32)
 
     def normalize(batch):
         return {**batch, "image": (tf.cast(batch["image"], tf.float32) - mean) / std}
@@ -367,66 +378,92 @@ def _process_seed(seed: int, process_index: int) -> tf.Tensor:
     return tf.constant([seed % 2**63, process_index], tf.int64)
 
 
-def train_iterator(config, *, local_batch_size: int, start_step: int = 0, process_index: int = 0,
-                   process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """Endless {'image': float32 (B, H, W, 3), 'label': int32 (B,)} of this process's shard.
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A run's data source, opened once (``open_dataset``), with the settings of ``config``.
 
-    Starting at ``start_step=k`` yields exactly batches k, k+1, ... of the run from step 0.
+    ``with_config`` gives the same source under other preprocessing settings (a progressive-learning
+    stage's image size and RandAugment magnitude) without opening it again.
     """
-    _check(config)
-    source = _open(config)
-    split, _ = _splits(config, source)
-    total = source.num_examples(split)
-    n = total // process_count  # every process gets the same share; the remainder is never read
-    if n == 0:
-        raise ValueError(f"{source.name}:{split} has {total} examples, fewer than the {process_count} processes")
-    window = config.get("shuffle_buffer", None) or min(DEFAULT_SHUFFLE_BUFFER, n)
-    preprocess = _train_preprocess(config)
-    process_seed = _process_seed(config.get("seed", 0), process_index)
 
-    def epoch(e):
-        """Epoch ``e`` (a traced scalar): (augmentation seed, image bytes, label) in its order."""
-        file_seed, window_seed, augment_seed = augment.split_seed(
-            tf.random.experimental.stateless_fold_in(process_seed, e), 3)
-        ds = source.records(split, process_index=process_index, process_count=process_count,
-                            drop_remainder=True, order=(file_seed, window_seed), window=window)
-        return ds.take(n).enumerate().map(
-            lambda pos, rec: (tf.random.experimental.stateless_fold_in(augment_seed, pos), rec[0], rec[1]))
+    config: Any
+    source: Any  # where the (encoded image, label) records come from (TFDS or an image folder)
+    info: DatasetInfo
 
-    first_epoch, offset = divmod(start_step * local_batch_size, n)
-    ds = tf.data.Dataset.counter(first_epoch).flat_map(epoch)
-    ds = ds.skip(offset)  # before decoding: resuming reads at most an epoch of records, decodes none
-    ds = ds.map(lambda seed, image, label: {"image": preprocess(image, seed), "label": label},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(local_batch_size, drop_remainder=True).map(_normalizer(config))
-    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
-    yield from ds.as_numpy_iterator()
+    @property
+    def eval_crop_pct(self) -> float | None:
+        """See ``eval_crop_pct``."""
+        return eval_crop_pct(self.config)
+
+    def with_config(self, config) -> Dataset:
+        _check(config)
+        return dataclasses.replace(self, config=config)
+
+    def train_iterator(self, *, local_batch_size: int, start_step: int = 0, process_index: int = 0,
+                       process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Endless {'image': float32 (B, H, W, 3), 'label': int32 (B,)} of this process's shard.
+
+        Starting at ``start_step=k`` yields exactly batches k, k+1, ... of the run from step 0.
+        """
+        config, source, split = self.config, self.source, self.info.train_split
+        total = source.num_examples(split)
+        n = total // process_count  # every process gets the same share; the remainder is never read
+        if n == 0:
+            raise ValueError(f"{source.name}:{split} has {total} examples, fewer than the {process_count} processes")
+        window = config.shuffle_buffer or min(DEFAULT_SHUFFLE_BUFFER, n)
+        preprocess = _train_preprocess(config)
+        process_seed = _process_seed(config.seed, process_index)
+
+        def epoch(e):
+            """Epoch ``e`` (a traced scalar): (augmentation seed, image bytes, label) in its order."""
+            file_seed, window_seed, augment_seed = augment.split_seed(
+                tf.random.experimental.stateless_fold_in(process_seed, e), 3)
+            ds = source.records(split, process_index=process_index, process_count=process_count,
+                                drop_remainder=True, order=(file_seed, window_seed), window=window)
+            return ds.take(n).enumerate().map(
+                lambda pos, rec: (tf.random.experimental.stateless_fold_in(augment_seed, pos), rec[0], rec[1]))
+
+        first_epoch, offset = divmod(start_step * local_batch_size, n)
+        ds = tf.data.Dataset.counter(first_epoch).flat_map(epoch)
+        ds = ds.skip(offset)  # before decoding: resuming reads at most an epoch of records, decodes none
+        ds = ds.map(lambda seed, image, label: {"image": preprocess(image, seed), "label": label},
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(local_batch_size, drop_remainder=True).map(_normalizer(config))
+        ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+        yield from ds.as_numpy_iterator()
+
+    def eval_iterator(self, *, local_batch_size: int, process_index: int = 0,
+                      process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """One pass: {'image', 'label', 'mask'}; padding rows have mask False.
+
+        Every process yields ceil(N / (B * processes)) batches, so collectives line up, and the
+        processes' real rows together are each eval example exactly once.
+        """
+        split = self.info.eval_split
+        total = self.source.num_examples(split)
+        num_batches = max(1, math.ceil(total / (local_batch_size * process_count)))
+        size, crop_pct = self.config.image_size, self.eval_crop_pct
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)], autograph=False)
+        def preprocess(image_bytes, label):
+            image = augment.decode_and_center_crop(image_bytes, size, crop_pct)
+            return {"image": image, "label": label, "mask": tf.constant(True)}
+
+        ds = self.source.records(split, process_index=process_index, process_count=process_count,
+                                 drop_remainder=False)
+        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        padding = {"image": tf.zeros([size, size, 3], tf.uint8), "label": tf.constant(0, tf.int32),
+                   "mask": tf.constant(False)}
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches * local_batch_size)
+        ds = ds.batch(local_batch_size).map(_normalizer(self.config)).prefetch(tf.data.AUTOTUNE)
+        yield from ds.with_options(_options()).as_numpy_iterator()
 
 
-def eval_iterator(config, *, local_batch_size: int, process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """One pass: {'image', 'label', 'mask'}; padding rows have mask False.
+def train_iterator(config, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+    """``open_dataset(config).train_iterator(**kwargs)``, for one-off use (a run opens its dataset once)."""
+    yield from open_dataset(config).train_iterator(**kwargs)
 
-    Every process yields ceil(N / (B * processes)) batches, so collectives line up, and the
-    processes' real rows together are each eval example exactly once.
-    """
-    _check(config)
-    source = _open(config)
-    _, split = _splits(config, source)
-    total = source.num_examples(split)
-    num_batches = max(1, math.ceil(total / (local_batch_size * process_count)))
-    size, crop_pct = config.image_size, _eval_crop_pct(config)
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)], autograph=False)
-    def preprocess(image_bytes, label):
-        image = augment.decode_and_center_crop(image_bytes, size, crop_pct)
-        return {"image": image, "label": label, "mask": tf.constant(True)}
-
-    ds = source.records(split, process_index=process_index, process_count=process_count, drop_remainder=False)
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    padding = {"image": tf.zeros([size, size, 3], tf.uint8), "label": tf.constant(0, tf.int32),
-               "mask": tf.constant(False)}
-    ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches * local_batch_size)
-    ds = ds.batch(local_batch_size).map(_normalizer(config)).prefetch(tf.data.AUTOTUNE).with_options(_options())
-    yield from ds.as_numpy_iterator()
-
+def eval_iterator(config, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+    """``open_dataset(config).eval_iterator(**kwargs)``, for one-off use (a run opens its dataset once)."""
+    yield from open_dataset(config).eval_iterator(**kwargs)

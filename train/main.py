@@ -11,10 +11,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only feeds tf.data; kee
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (train/configs/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events and metrics.jsonl go here.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, sys_argv: list[str] | None = None):
+    """--config (a locked ConfigDict: --config.KEY=VALUE sets a key of train/configs/base.py, an unknown
+    KEY is an error) and --workdir; returns their holders. ``sys_argv``: the arguments the --config.KEY
+    overrides are read from, when they are not ``sys.argv``."""
+    config = config_flags.DEFINE_config_file("config", None, "Path to a config file (train/configs/*.py), "
+                                             "optionally FILE:ARG (e.g. imagenet.py:b3,runlocal).",
+                                             lock_config=True, flag_values=flag_values, sys_argv=sys_argv)
+    workdir = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events and metrics.jsonl go here.",
+                                  flag_values=flag_values)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+    return config, workdir
+
+
+_CONFIG, _WORKDIR = define_flags()
 
 
 class _QuietLibraries(logging.Filter):
@@ -53,8 +64,11 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        print(f"error: bad flag in {' '.join(argv[1:])}: {e}. Config keys are listed in the --config file.",
-              file=sys.stderr)
+        message = str(e)
+        if "Traceback" in message:  # the config file's get_config raised: config_flags quotes its traceback
+            message = [line for line in message.splitlines() if line.strip()][-1]
+        print(f"error: bad flag in {' '.join(argv[1:])}: {message}. Config keys are listed in "
+              "train/configs/base.py.", file=sys.stderr)
         sys.exit(2)
 
 

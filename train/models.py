@@ -52,16 +52,16 @@ def data_settings(name: str) -> DataSettings:
 
 def build_model(config, num_classes: int) -> nn.Module:
     """``config.model`` with ``config.model_overrides``, computing in ``config.dtype``."""
-    name, overrides = config.model, dict(config.get("model_overrides") or {})
-    dtype = DTYPES[config.get("dtype", "float32")]
+    name, overrides = config.model, dict(config.model_overrides or {})
+    dtype = DTYPES[config.dtype]
     if name in FAMILIES:
-        if config.get("remat", False):
+        if config.remat:
             raise ValueError(f"remat=True is implemented for EfficientNet only, not {name}")
         return FAMILIES[name](num_classes=num_classes, dtype=dtype, **_check_fields(FAMILIES[name], overrides))
     if name not in ej.list_models():
         raise _unknown(name)
     try:
-        return ej.create_model(name, num_classes=num_classes, dtype=dtype, remat=config.get("remat", False),
+        return ej.create_model(name, num_classes=num_classes, dtype=dtype, remat=config.remat,
                                **overrides)
     except TypeError as e:  # unknown override: a config mistake, reported like the others
         raise ValueError(f"config.model_overrides: {e}") from None

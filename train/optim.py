@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from train.pretrained import param_labels
+
 
 def learning_rate_schedule(
     *,
@@ -72,35 +74,33 @@ def rmsprop_tf(learning_rate, *, decay: float = 0.9, momentum: float = 0.9, eps:
 
 def build_optimizer(config, *, steps_per_epoch: float, total_steps: int, params: Any):
     """The optimizer the config asks for, and its LR schedule (for logging)."""
-    base_lr = config.learning_rate * (config.batch_size / 256 if config.get("scale_lr_by_batch", True) else 1.0)
+    base_lr = config.learning_rate * (config.batch_size / 256 if config.scale_lr_by_batch else 1.0)
     schedule = learning_rate_schedule(
         base_lr=base_lr, steps_per_epoch=steps_per_epoch, schedule=config.lr_schedule,
-        warmup_epochs=config.warmup_epochs, decay_factor=config.get("lr_decay_factor", 0.97),
-        decay_epochs=config.get("lr_decay_epochs", 2.4), total_steps=total_steps,
+        warmup_epochs=config.warmup_epochs, decay_factor=config.lr_decay_factor,
+        decay_epochs=config.lr_decay_epochs, total_steps=total_steps,
     )
     name = config.optimizer
     if name == "rmsprop_tf":
-        core = rmsprop_tf(schedule, decay=config.get("rmsprop_decay", 0.9), momentum=config.get("momentum", 0.9),
-                          eps=config.get("rmsprop_eps", 1e-3))
+        core = rmsprop_tf(schedule, decay=config.rmsprop_decay, momentum=config.momentum, eps=config.rmsprop_eps)
     elif name == "sgd":
-        core = optax.sgd(schedule, momentum=config.get("momentum", 0.9), nesterov=True)
+        core = optax.sgd(schedule, momentum=config.momentum, nesterov=True)
     elif name == "adamw":
         # AdamW decays decoupled from the gradient; L2 below is then usually 0.
-        core = optax.adamw(schedule, weight_decay=config.get("adamw_weight_decay", 0.05),
+        core = optax.adamw(schedule, weight_decay=config.adamw_weight_decay,
                            mask=weight_decay_mask(params))
     else:
         raise ValueError(f"optimizer must be 'rmsprop_tf', 'sgd' or 'adamw', got {name!r}")
     parts = []
-    if config.get("grad_clip_norm"):
+    if config.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.weight_decay:
         # L2 in the loss, as the reference: grad += wd * w (its loss adds wd * sum(w^2) / 2).
         parts.append(optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask(params)))
     tx = optax.chain(*parts, core)
-    if config.get("freeze_backbone") or config.get("backbone_lr_multiplier", 1.0) != 1.0:
-        from train.pretrained import param_labels  # fine-tuning: treat the backbone apart from the head
-
-        backbone = (optax.set_to_zero() if config.get("freeze_backbone")
+    if config.freeze_backbone or config.backbone_lr_multiplier != 1.0:
+        # Fine-tuning: the backbone apart from the head.
+        backbone = (optax.set_to_zero() if config.freeze_backbone
                     else optax.chain(tx, optax.scale(config.backbone_lr_multiplier)))
         tx = optax.multi_transform({"head": tx, "backbone": backbone}, param_labels(params))
     return tx, schedule

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import logging
-import pathlib
 
 import jax
 import numpy as np
 
-from efficientnet_jax.weights import WeightConversionError, load_pretrained, load_torchvision_resnet, load_variables
+from efficientnet_jax.weights import WeightConversionError, load_pretrained_variables
 from efficientnet_jax.weights.common import flatten, unflatten
 
 HEAD = "classifier"
@@ -48,41 +47,14 @@ def merge_pretrained(fresh: dict, pretrained: dict) -> dict:
     return unflatten(merged)
 
 
-_CONVERTED_SOURCES = ("pypi", "keras")
-_CONVERTED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".h5", ".keras")
-
-
-_TORCHVISION_MODELS = ("resnet18", "resnet50")
-_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-
-
-def _is_torchvision_file(source: str, model_name: str | None) -> bool:
-    """A torchvision ResNet state dict (torch file, or safetensors not written by us) for a ResNet run."""
-    suffix = pathlib.Path(source).suffix
-    if model_name not in _TORCHVISION_MODELS:
-        return False
-    return suffix in _TORCH_SUFFIXES or (suffix == ".safetensors" and "params" not in load_variables(source))
-
-
-def _read(source: str, model_name: str | None) -> dict:
-    """Our variables from a file of ours as saved (the run's model settings decide the fit), or
-    converted from another source."""
-    if _is_torchvision_file(source, model_name):
-        return load_torchvision_resnet(source)[1]
-    if model_name and (source in _CONVERTED_SOURCES or pathlib.Path(source).suffix in _CONVERTED_SUFFIXES):
-        return load_pretrained(model_name, source)[1]
-    variables = load_variables(source)
-    if model_name and "params" not in variables:  # a timm / efficientnet-pytorch .safetensors
-        return load_pretrained(model_name, source)[1]
-    return variables
-
-
-def load_into_state(state, source: str, sharding, model_name: str | None = None):
-    """The train state with params, batch_stats and their EMA copies from ``source``: a file saved by
-    ``save_pretrained``/``save_variables`` or, given ``model_name``, any ``load_pretrained`` source
-    ('pypi', 'keras', a timm or efficientnet-pytorch file), or for ``resnet18``/``resnet50`` a
-    torchvision state dict (``resnet50-11ad3fa6.pth`` ...)."""
-    pretrained = _read(source, model_name)
+def load_into_state(state, source: str, sharding, model_name: str | None = None, **model_kwargs):
+    """The train state with params, batch_stats and their EMA copies from ``source``: any
+    ``load_pretrained`` source for ``model_name`` (a file saved by ``save_pretrained``/``save_variables``,
+    'pypi', 'keras', a timm or efficientnet-pytorch file, for ``resnet18``/``resnet50`` a torchvision state
+    dict), read by the library's one weights-source layer, so a run starts from exactly the variables
+    ``load_pretrained`` gives. ``model_kwargs``: model settings to convert for (e.g. a narrower width);
+    our own files are taken as saved and fit to the run's model by ``merge_pretrained``."""
+    pretrained = load_pretrained_variables(model_name, source, **model_kwargs)
     fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     merged = merge_pretrained(fresh, pretrained)
     # Two device copies: the train step donates the state, and a buffer cannot be donated twice.

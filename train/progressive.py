@@ -14,9 +14,10 @@ export assume). ``config.progressive``:
     initial_dropout                 final: the model's dropout
 An initial value left None keeps that setting fixed at its final value.
 
-Resumption stays exact: each stage reads its batches from its own ``train_iterator`` started at
-the stage's (or the restored) step, and batch k of that iterator depends only on (seed, k), never
-on the image size, so a run resumed mid-stage sees the batches of the uninterrupted run.
+Resumption stays exact: each stage reads its batches from its own train iterator of the run's
+dataset (opened once) started at the stage's (or the restored) step, and batch k of that iterator
+depends only on (seed, k), never on the image size, so a run resumed mid-stage sees the batches of
+the uninterrupted run.
 """
 from __future__ import annotations
 
@@ -85,14 +86,15 @@ def schedule(total_steps: int, num_stages: int, initial: dict, final: dict) -> t
 
 
 def stages_of(config, total_steps: int, final_dropout: float | None) -> tuple[Stage, ...]:
-    """``schedule`` read off a resolved config (``config.progressive``, absent or stages=0: off)."""
-    block = config.get("progressive") or {}
-    block = block.to_dict() if hasattr(block, "to_dict") else dict(block)
-    randaugment = config.get("randaugment")
-    final = {"image_size": config.image_size, "mixup_alpha": config.get("mixup_alpha", 0.0) or 0.0,
+    """``schedule`` read off a resolved config (``config.progressive``; stages=0: off)."""
+    randaugment = config.randaugment
+    final = {"image_size": config.image_size, "mixup_alpha": config.mixup_alpha or 0.0,
              "randaugment_magnitude": float(randaugment[1]) if randaugment else None, "dropout": final_dropout}
-    num_stages = block.pop("stages", 0) or 0
-    initial = {key.removeprefix("initial_"): value for key, value in block.items()}
+    num_stages = config.progressive.stages or 0
+    initial = {"image_size": config.progressive.initial_image_size,
+               "randaugment_magnitude": config.progressive.initial_randaugment_magnitude,
+               "mixup_alpha": config.progressive.initial_mixup_alpha,
+               "dropout": config.progressive.initial_dropout}
     if num_stages > 1:
         if initial.get("randaugment_magnitude") is not None and not randaugment:
             raise ValueError("progressive.initial_randaugment_magnitude needs config.randaugment (the final "
@@ -106,7 +108,7 @@ def stages_of(config, total_steps: int, final_dropout: float | None) -> tuple[St
 
 def stage_config(config, stage: Stage):
     """``config`` as the input pipeline must see it during ``stage`` (its image size and magnitude)."""
-    randaugment = config.get("randaugment")
+    randaugment = config.randaugment
     same_magnitude = not randaugment or float(randaugment[1]) == stage.randaugment_magnitude
     if stage.image_size == config.image_size and same_magnitude:
         return config
@@ -117,12 +119,13 @@ def stage_config(config, stage: Stage):
     return config
 
 
-def train_batches(config, stages: tuple[Stage, ...], *, local_batch_size: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[tuple[Stage, dict]]:
+def train_batches(dataset: input_pipeline.Dataset, stages: tuple[Stage, ...], *, local_batch_size: int,
+                  start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[tuple[Stage, dict]]:
     """(stage, batch) for steps ``start_step`` ... the end of the last stage.
 
-    Batch k is batch k of ``train_iterator`` under the stage's config, whatever ``start_step`` was.
-    Stage changes are logged.
+    Batch k is batch k of ``dataset``'s train iterator under the stage's config, whatever ``start_step``
+    was. Stage changes are logged.
     """
     for stage in stages:
         if stage.end_step <= start_step:
@@ -131,9 +134,9 @@ def train_batches(config, stages: tuple[Stage, ...], *, local_batch_size: int, s
         if len(stages) > 1:
             logging.info("Progressive learning: %s%s", stage.describe(),
                          f" (resumed at step {first})" if first > stage.start_step else "")
-        batches = input_pipeline.train_iterator(
-            stage_config(config, stage), local_batch_size=local_batch_size, start_step=first,
-            process_index=process_index, process_count=process_count)
+        batches = dataset.with_config(stage_config(dataset.config, stage)).train_iterator(
+            local_batch_size=local_batch_size, start_step=first, process_index=process_index,
+            process_count=process_count)
         try:
             for _ in range(first, stage.end_step):
                 yield stage, next(batches)

@@ -1,6 +1,8 @@
 """The training program, read top to bottom: config, mesh, input, model, optimizer, state,
-checkpoints, compiled steps, loop. ``train_and_evaluate(config, workdir)`` is importable
-from notebooks and tests; ``train/main.py`` only parses flags.
+compiled steps, loop. ``train_and_evaluate(config, workdir)`` is importable from notebooks and
+tests; ``train/main.py`` only parses flags. Each section calls one public piece: ``sharding``
+(mesh, global batches), ``input_pipeline.open_dataset``, ``models``, ``optim``, ``progressive``,
+``checkpoint``, ``evaluate.evaluate_batches``.
 """
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import efficientnet_jax as ej
 from efficientnet_jax.specs import IMAGENET_MEAN, IMAGENET_STD
-from train import input_pipeline, models, progressive
+from train import input_pipeline, models, progressive, sharding
 from train.checkpoint import Checkpoints, with_sharding
+from train.evaluate import evaluate_batches
 from train.metrics import MetricWriter, Progress
 from train.models import DTYPES
 from train.optim import build_optimizer
@@ -46,17 +48,17 @@ def resolve_config(config: ml_collections.ConfigDict, *, custom_model: bool = Fa
     a name that is not one of ours then defaults to ImageNet mean/std and needs ``image_size``.
     """
     config = ml_collections.ConfigDict(config.to_dict())
-    if custom_model and config.get("model") not in models.model_names():
-        settings = models.DataSettings(config.get("image_size"), IMAGENET_MEAN, IMAGENET_STD)
+    if custom_model and config.model not in models.model_names():
+        settings = models.DataSettings(config.image_size, IMAGENET_MEAN, IMAGENET_STD)
         if settings.resolution is None:
-            raise ValueError(f"config.image_size must be set for a model_factory model ({config.get('model')!r})")
+            raise ValueError(f"config.image_size must be set for a model_factory model ({config.model!r})")
     else:
         settings = models.data_settings(config.model)  # unknown model -> ValueError listing the names
-    if config.get("mean") is None:
+    if config.mean is None:
         config.mean = tuple(settings.mean)
-    if config.get("std") is None:
+    if config.std is None:
         config.std = tuple(settings.std)
-    if config.get("image_size") is None:
+    if config.image_size is None:
         config.image_size = settings.resolution
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
@@ -66,7 +68,7 @@ def resolve_config(config: ml_collections.ConfigDict, *, custom_model: bool = Fa
             f"use a multiple of {jax.device_count()} (e.g. --config.batch_size="
             f"{max(1, round(config.batch_size / jax.device_count())) * jax.device_count()})"
         )
-    accum = config.get("grad_accum_steps", 1)
+    accum = config.grad_accum_steps
     if (config.batch_size // jax.process_count()) % accum:
         raise ValueError(f"the per-process batch {config.batch_size // jax.process_count()} must divide "
                          f"into grad_accum_steps={accum} micro-batches")
@@ -75,21 +77,32 @@ def resolve_config(config: ml_collections.ConfigDict, *, custom_model: bool = Fa
     return config
 
 
-def _global_batch(local: dict, sharding) -> dict:
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+def run_length(config, info: input_pipeline.DatasetInfo) -> tuple[float, int]:
+    """(steps per epoch, total steps): ``num_train_steps`` when > 0, else ``num_epochs`` of the train split."""
+    steps_per_epoch = info.num_train_examples / config.batch_size
+    if config.num_train_steps > 0:
+        return steps_per_epoch, config.num_train_steps
+    return steps_per_epoch, math.ceil(config.num_epochs * steps_per_epoch)
 
 
-def evaluate(eval_fn, params, batch_stats, config, data_sharding, local_batch: int) -> dict:
-    sums = None
-    for local in input_pipeline.eval_iterator(
-        config, local_batch_size=local_batch, process_index=jax.process_index(), process_count=jax.process_count()
-    ):
-        out = eval_fn(params, batch_stats, _global_batch(local, data_sharding))
-        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    sums = jax.device_get(sums)
-    count = max(float(sums["count"]), 1.0)
-    return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count,
-            "top5": float(sums["correct_top5"]) / count, "examples": int(sums["count"])}
+def abstract_params(model, image_size: int):
+    """The shapes of ``model``'s parameters (nothing is computed): what the optimizer is built for."""
+    x = jnp.zeros((1, image_size, image_size, 3))
+    return jax.eval_shape(lambda k: model.init(k, x, train=False)["params"], jax.random.key(0))
+
+
+def initial_state(config, model, tx, key, checkpoints: Checkpoints, replicated) -> tuple[Any, int]:
+    """(state, step): the newest good checkpoint's, or a new state (from ``config.pretrained`` if set)."""
+    init_fn = functools.partial(create_train_state, model, tx, image_size=config.image_size)
+    state, step = checkpoints.restore_latest(with_sharding(jax.eval_shape(init_fn, key), replicated))
+    if state is not None:
+        logging.info("Resumed from step %d in %s", step, checkpoints.directory)
+        return state, step
+    state = jax.jit(init_fn, out_shardings=replicated)(key)
+    if config.pretrained:
+        state = load_into_state(state, config.pretrained, replicated, model_name=config.model)
+        logging.info("Initialized from pretrained weights %s", config.pretrained)
+    return state, 0
 
 
 def _compiled_together(jitted, name: str):
@@ -133,6 +146,66 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
+def _final_dropout(model) -> float | None:
+    try:
+        return models.setting(model, "dropout")
+    except ValueError:  # a model_factory module without a dropout field
+        return None
+
+
+def _train_step_compiler(config, model, tx, schedule, base_key, final_dropout, replicated, batch_sharding):
+    """``for_stage(stage)``: the compiled train step of a progressive stage. Its dropout and mixup are
+    constants of the program, and its image size a shape (jit compiles each size once)."""
+    compiled = {}
+
+    def for_stage(stage: progressive.Stage):
+        key = (stage.dropout, stage.mixup_alpha)
+        if key not in compiled:
+            stage_model = (model if stage.dropout in (None, final_dropout)
+                           else models.with_settings(model, dropout=stage.dropout))
+            jitted = jax.jit(
+                functools.partial(train_step, model=stage_model, tx=tx, schedule=schedule, base_key=base_key,
+                                  label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+                                  accum_steps=config.grad_accum_steps, mixup_alpha=stage.mixup_alpha,
+                                  cutmix_alpha=config.cutmix_alpha),
+                in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated), donate_argnums=0,
+            )
+            compiled[key] = _compiled_together(jitted, f"train_step_{stage.index}")
+        return compiled[key]
+
+    return for_stage
+
+
+def _checked(fetched: list[dict], done: int, nan_policy: str, checkpoints: Checkpoints) -> list[int]:
+    """The steps among the last ``len(fetched)`` whose update was skipped as non-finite; with
+    ``nan_policy='stop'`` any such step ends the run."""
+    bad = [done - len(fetched) + i + 1 for i, m in enumerate(fetched) if not m["finite"]]
+    if bad and nan_policy == "stop":
+        raise TrainingError(
+            f"Loss or gradients became NaN/Inf at step {bad[0]}. The update was not applied and no "
+            f"checkpoint was written after it; the last good checkpoint in {checkpoints.directory} "
+            f"(steps {checkpoints.steps()}) is intact. Lower --config.learning_rate, or set "
+            "--config.nan_policy=skip to skip such steps."
+        )
+    return bad
+
+
+def _train_record(fetched: list[dict], bad: list[int], done: int, steps_per_epoch: float, batch_size: int,
+                  seconds: float) -> dict:
+    """The metrics.jsonl line of the steps since the last one (means over the applied updates)."""
+    if bad:
+        logging.warning("Skipped %d non-finite updates (steps %s)", len(bad), bad[:10])
+    finite = [m for m in fetched if m["finite"]] or fetched
+    return {
+        "step": done, "epoch": done / steps_per_epoch, "split": "train",
+        "loss": float(np.mean([m["loss"] for m in finite])),
+        "accuracy": float(np.mean([m["accuracy"] for m in finite])),
+        "learning_rate": float(fetched[-1]["learning_rate"]),
+        "images_per_sec": len(fetched) * batch_size / max(seconds, 1e-9),
+        "skipped_steps": len(bad),
+    }
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                        model_factory: ModelFactory | None = None) -> dict:
     """Train ``config.model`` on ``config.dataset``; resume from ``workdir`` if it holds checkpoints.
@@ -143,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     Returns the last evaluation (raw and EMA weights) as a dict.
     """
     # ---- Config and workdir ----------------------------------------------------------------
-    if config.get("distributed"):
+    if config.distributed:
         jax.distributed.initialize()
     config = resolve_config(config, custom_model=model_factory is not None)
     workdir = pathlib.Path(workdir).absolute()
@@ -153,81 +226,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
     # ---- Mesh: one `data` axis over every device of every process ----------------------------
-    # Auto axes: XLA's partitioner propagates the batch sharding through every op (reshapes for
-    # gradient accumulation included) without sharding annotations inside the model.
-    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
+    mesh = sharding.make_mesh()
+    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     logging.info("Mesh %s over %d devices (%d processes): %s", dict(mesh.shape), jax.device_count(),
                  jax.process_count(), jax.devices()[0].platform)
 
-    # ---- Input --------------------------------------------------------------------------------
-    info = input_pipeline.dataset_info(config)
-    local_batch = config.batch_size // jax.process_count()
-    steps_per_epoch = info.num_train_examples / config.batch_size
-    total_steps = (config.num_train_steps if config.get("num_train_steps", -1) > 0
-                   else math.ceil(config.num_epochs * steps_per_epoch))
+    # ---- Input: the dataset, opened once for the whole run -------------------------------------
+    dataset = input_pipeline.open_dataset(config)
+    info, local_batch = dataset.info, config.batch_size // jax.process_count()
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    steps_per_epoch, total_steps = run_length(config, info)
 
-    # ---- Model and optimizer --------------------------------------------------------------------
-    if model_factory is not None:
-        model = model_factory(info.num_classes, DTYPES[config.dtype])
-    else:
-        model = models.build_model(config, info.num_classes)
-    init_fn = functools.partial(create_train_state, model, image_size=config.image_size)
-    abstract_params = jax.eval_shape(
-        lambda k: model.init(k, jnp.zeros((1, config.image_size, config.image_size, 3)), train=False)["params"],
-        jax.random.key(0),
-    )
+    # ---- Model, optimizer, progressive-learning stages -------------------------------------------
+    model = (model_factory(info.num_classes, DTYPES[config.dtype]) if model_factory is not None
+             else models.build_model(config, info.num_classes))
     tx, schedule = build_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                                   params=abstract_params)
-    try:
-        final_dropout = models.setting(model, "dropout")
-    except ValueError:  # a model_factory module without a dropout field
-        final_dropout = None
+                                   params=abstract_params(model, config.image_size))
+    final_dropout = _final_dropout(model)
     stages = progressive.stages_of(config, total_steps, final_dropout)  # one stage unless config.progressive
 
-    # ---- State: created replicated, or restored from the newest good checkpoint ---------------
+    # ---- State: restored from the newest good checkpoint, or created replicated -----------------
     init_key, step_key = jax.random.split(jax.random.key(config.seed))
-    abstract_state = jax.eval_shape(functools.partial(init_fn, tx), init_key)
-    checkpoints = Checkpoints(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3),
-                              async_save=config.get("async_checkpoints", True))
-    state, start_step = checkpoints.restore_latest(with_sharding(abstract_state, replicated))
-    if state is None:
-        state = jax.jit(functools.partial(init_fn, tx), out_shardings=replicated)(init_key)
-        if config.get("pretrained"):
-            state = load_into_state(state, config.pretrained, replicated, model_name=config.model)
-            logging.info("Initialized from pretrained weights %s", config.pretrained)
-    else:
-        logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
+    checkpoints = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints,
+                              async_save=config.async_checkpoints)
+    state, start_step = initial_state(config, model, tx, init_key, checkpoints, replicated)
     if is_main and start_step == 0:
         logging.info("%s: %s parameters, %d classes, %d steps of batch %d (%.1f epochs)", config.model,
                      f"{ej.count_params(state.params):,}", info.num_classes, total_steps, config.batch_size,
                      total_steps / steps_per_epoch)
 
     # ---- Compiled steps: state replicated, batch sharded over `data`, state donated ----------
-    # One train step per progressive stage: its dropout and mixup are constants of the program,
-    # and its image size a shape (jit compiles each size once).
-    def compile_train_step(stage: progressive.Stage):
-        stage_model = (model if stage.dropout in (None, final_dropout)
-                       else models.with_settings(model, dropout=stage.dropout))
-        return jax.jit(
-            functools.partial(train_step, model=stage_model, tx=tx, schedule=schedule, base_key=step_key,
-                              label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-                              accum_steps=config.get("grad_accum_steps", 1), mixup_alpha=stage.mixup_alpha,
-                              cutmix_alpha=config.get("cutmix_alpha", 0.0)),
-            in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated), donate_argnums=0,
-        )
-
-    train_fns = {}
+    train_fn_for = _train_step_compiler(config, model, tx, schedule, step_key, final_dropout, replicated,
+                                        batch_sharding)
     eval_fn = _compiled_together(jax.jit(functools.partial(eval_step, model=model),
-                                         in_shardings=(replicated, replicated, data_sharding),
+                                         in_shardings=(replicated, replicated, batch_sharding),
                                          out_shardings=replicated), "eval_step")
 
-    def run_eval(step: int) -> dict:
+    def run_eval(state, step: int) -> dict:
         record = {"step": step, "epoch": step / steps_per_epoch, "split": "eval"}
-        record.update(evaluate(eval_fn, state.params, state.batch_stats, config, data_sharding, local_batch))
+        batches = functools.partial(dataset.eval_iterator, local_batch_size=local_batch, **shard)
+        record.update(evaluate_batches(eval_fn, state.params, state.batch_stats, batches(), batch_sharding))
         if config.ema_decay > 0:
-            ema = evaluate(eval_fn, state.ema_params, state.ema_batch_stats, config, data_sharding, local_batch)
+            ema = evaluate_batches(eval_fn, state.ema_params, state.ema_batch_stats, batches(), batch_sharding)
             record.update({f"ema_{k}": v for k, v in ema.items() if k != "examples"})
         writer.write(record)
         logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in record.items()
@@ -238,18 +278,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer = MetricWriter(workdir, enabled=is_main)
     progress = Progress(total_steps, start_step, enabled=is_main)
     preemption = _Preemption()
-    batches = progressive.train_batches(
-        config, stages, local_batch_size=local_batch, start_step=start_step,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-    )
+    batches = progressive.train_batches(dataset, stages, local_batch_size=local_batch, start_step=start_step,
+                                        **shard)
     pending, window_start, last_eval = [], time.time(), {}
     try:
         for step in range(start_step, total_steps):
             stage, local = next(batches)
-            key = (stage.dropout, stage.mixup_alpha)
-            if key not in train_fns:
-                train_fns[key] = _compiled_together(compile_train_step(stage), f"train_step_{stage.index}")
-            state, metrics = train_fns[key](state, _global_batch(local, data_sharding))
+            state, metrics = train_fn_for(stage)(state, sharding.global_batch(local, batch_sharding))
             pending.append(metrics)
             done = step + 1
             is_last = done == total_steps
@@ -257,26 +292,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             save_now = is_last or preemption.requested or done % config.checkpoint_every_steps == 0
             if log_now or save_now:  # never save a state before its steps were checked for NaN
                 fetched = jax.device_get(pending)
-                bad = [done - len(fetched) + i + 1 for i, m in enumerate(fetched) if not m["finite"]]
-                if bad and config.nan_policy == "stop":
-                    raise TrainingError(
-                        f"Loss or gradients became NaN/Inf at step {bad[0]}. The update was not applied and no "
-                        f"checkpoint was written after it; the last good checkpoint in {checkpoints.directory} "
-                        f"(steps {checkpoints.steps()}) is intact. Lower --config.learning_rate, or set "
-                        "--config.nan_policy=skip to skip such steps."
-                    )
+                bad = _checked(fetched, done, config.nan_policy, checkpoints)
             if log_now:
-                if bad:
-                    logging.warning("Skipped %d non-finite updates (steps %s)", len(bad), bad[:10])
-                finite = [m for m in fetched if m["finite"]] or fetched
-                record = {
-                    "step": done, "epoch": done / steps_per_epoch, "split": "train",
-                    "loss": float(np.mean([m["loss"] for m in finite])),
-                    "accuracy": float(np.mean([m["accuracy"] for m in finite])),
-                    "learning_rate": float(fetched[-1]["learning_rate"]),
-                    "images_per_sec": len(fetched) * config.batch_size / max(time.time() - window_start, 1e-9),
-                    "skipped_steps": len(bad),
-                }
+                record = _train_record(fetched, bad, done, steps_per_epoch, config.batch_size,
+                                       time.time() - window_start)
                 if len(stages) > 1:
                     record.update(stage=stage.index, image_size=stage.image_size)
                 writer.write(record)
@@ -285,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             else:
                 progress.update(done)
             if is_last or (config.eval_every_steps > 0 and done % config.eval_every_steps == 0):
-                last_eval = run_eval(done)
+                last_eval = run_eval(state, done)
             if save_now:
                 checkpoints.save(done, state)
             if preemption.requested and not is_last:
@@ -293,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 logging.warning("Stopped at step %d after SIGTERM; rerun the same command to resume.", done)
                 return {"preempted": True, "step": done, **last_eval}
         if start_step >= total_steps:  # nothing left to train: report the restored state
-            last_eval = run_eval(start_step)
+            last_eval = run_eval(state, start_step)
     finally:
         batches.close()
         preemption.restore()

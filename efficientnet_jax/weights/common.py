@@ -1,13 +1,13 @@
-"""What every converter shares: a variables skeleton to fill and loud failures on any mismatch."""
+"""What every converter shares: one reading of model names, a variables skeleton to fill, and loud
+failures on any mismatch."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from efficientnet_jax.model import EfficientNet
 
 Path = tuple[str, ...]  # ('params', 'stage2_block1', 'dw_conv', 'kernel')
 
@@ -33,13 +33,31 @@ def unflatten(flat: Mapping[Path, Any]) -> dict:
     return tree
 
 
-def variables_skeleton(model: EfficientNet) -> dict[Path, jax.ShapeDtypeStruct]:
-    """Abstract variables of ``model`` at its native resolution (nothing allocated)."""
-    r = model.spec.resolution
+def parse_model_name(name: str) -> tuple[str, bool]:
+    """``(our name, ported from TensorFlow?)`` for a model name as a weights source spells it.
+
+    The one normaliser of names: a pretrained tag is dropped ('tf_efficientnet_b0.ns_jft_in1k') and
+    timm's 'tf_' prefix, which marks weights ported from TF (TF "SAME" padding, BN epsilon 1e-3, our
+    defaults), is removed. Whether the result is a known model is for the caller to say.
+    """
+    base = str(name).split(".")[0]
+    return base.removeprefix("tf_"), base.startswith("tf_")
+
+
+def variables_skeleton(model: nn.Module) -> dict[Path, jax.ShapeDtypeStruct]:
+    """Abstract variables of ``model`` (nothing allocated): an EfficientNet at its native resolution,
+    the other families (no spec; sizes do not depend on the input) at 64 pixels."""
+    spec = getattr(model, "spec", None)
+    r = spec.resolution if spec is not None else 64
     shapes = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, r, r, 3), model.dtype), train=False)
     )
     return flatten(shapes)
+
+
+def check_fits(model: nn.Module, variables: Mapping, source: str) -> dict:
+    """``variables`` as arrays of ``model``'s dtypes, or ``WeightConversionError`` naming what differs."""
+    return fill(variables_skeleton(model), dict(flatten(variables)), source=source)
 
 
 def head_classes(variables: Mapping) -> int:

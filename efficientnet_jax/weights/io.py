@@ -3,7 +3,7 @@
 Two formats, chosen by the file suffix: ``.safetensors`` (readable by any framework; keys are
 '/'-joined variable paths like ``params/stem_conv/kernel``) and anything else as flax msgpack.
 Neither runs code on load, unlike a pickle. Both carry a small JSON ``metadata`` dict, which
-``save_pretrained`` uses to record the model a file belongs to.
+``save_pretrained`` uses to record the model a file belongs to and ``saved_model_settings`` reads back.
 """
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from typing import Any
 import flax.serialization
 import jax
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
+from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.specs import model_info
 from efficientnet_jax.weights.common import flatten, unflatten
 
 _METADATA_KEY = "__metadata__"  # a JSON string beside the variables (msgpack) or in the header (safetensors)
@@ -32,8 +36,6 @@ def save_variables(path: str | pathlib.Path, variables: dict, metadata: dict[str
     tmp = path.with_name(path.name + ".tmp")
     arrays = jax.tree.map(np.asarray, jax.device_get(variables))
     if _is_safetensors(path):
-        from safetensors.numpy import save_file
-
         flat = {"/".join(p): np.ascontiguousarray(v) for p, v in flatten(arrays).items()}
         save_file(flat, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata or {})})
     else:
@@ -53,8 +55,6 @@ def load_variables_and_metadata(path: str | pathlib.Path) -> tuple[dict, dict[st
     _check_exists(path)
     try:
         if _is_safetensors(path):
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="numpy") as f:
                 header = f.metadata() or {}
                 flat = {tuple(k.split("/")): f.get_tensor(k) for k in f.keys()}
@@ -76,3 +76,20 @@ def load_variables_and_metadata(path: str | pathlib.Path) -> tuple[dict, dict[st
 def load_variables(path: str | pathlib.Path) -> dict:
     """The variables saved by ``save_variables`` (either format); metadata is dropped."""
     return load_variables_and_metadata(path)[0]
+
+
+def save_pretrained(path: str | pathlib.Path, model: EfficientNet, variables: dict, source: str = "") -> None:
+    """Save converted variables of an ``EfficientNet`` with the model settings they need (name, class
+    count, spec overrides), so that ``load_pretrained(name, path)`` rebuilds the same model."""
+    base = model_info(model.spec.name)
+    overrides = {k: v for k, v in vars(model.spec).items() if getattr(base, k) != v and k != "stages"}
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+    save_variables(path, variables, metadata={
+        "model": model.spec.name, "num_classes": model.num_classes, "overrides": overrides, "source": source})
+
+
+def saved_model_settings(metadata: dict[str, Any]) -> tuple[str | None, int | None, dict[str, Any]]:
+    """``(model name, class count, spec overrides)`` that ``save_pretrained`` recorded; None where a file
+    (e.g. from ``save_variables``) does not say."""
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in metadata.get("overrides", {}).items()}
+    return metadata.get("model"), metadata.get("num_classes"), overrides

@@ -6,14 +6,15 @@ bn2``; an inverted residual has ``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``.
 
 Padding and BN epsilon follow the source: timm's ``tf_*`` weights were ported from TensorFlow
 (TF "SAME" padding, epsilon 1e-3: our defaults); its other EfficientNets were trained in PyTorch
-(symmetric padding, epsilon 1e-5). ``timm_model_kwargs`` says which.
+(symmetric padding, epsilon 1e-5). ``timm_model_kwargs`` says which; ``load_pretrained`` resolves it
+once per call (``sources.py``) and calls ``convert_timm_state_dict`` with the settings already decided.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from efficientnet_jax.specs import BlockSpec, list_models
-from efficientnet_jax.weights.common import Path, WeightConversionError
+from efficientnet_jax.weights.common import Path, WeightConversionError, parse_model_name
 from efficientnet_jax.weights.pytorch import LEAF, convert_state_dict
 
 _TOP_LEVEL = {"stem_conv": "conv_stem", "stem_bn": "bn1", "head_conv": "conv_head", "head_bn": "bn2",
@@ -43,18 +44,28 @@ def timm_key(path: Path, block: BlockSpec | None, index: int) -> str:
     return f"{module}.{LEAF[(collection, leaf)]}"
 
 
+def timm_overrides(ported_from_tf: bool) -> dict[str, Any]:
+    """Spec overrides timm weights need: none for ``tf_*`` (ported from TF), PyTorch's settings otherwise."""
+    return {} if ported_from_tf else dict(_PYTORCH_TRAINED)
+
+
 def timm_model_kwargs(timm_name: str) -> tuple[str, dict[str, Any]]:
     """Our model name and spec overrides for a timm model name: 'tf_efficientnet_b3' ->
     ('efficientnet_b3', {}); 'efficientnet_b3' -> ('efficientnet_b3', symmetric padding, eps 1e-5)."""
-    name = timm_name.split(".")[0]  # drop a pretrained tag: 'tf_efficientnet_b0.ns_jft_in1k'
-    ported_from_tf = name.startswith("tf_")
-    ours = name.removeprefix("tf_")
+    ours, ported_from_tf = parse_model_name(timm_name)  # 'tf_efficientnet_b0.ns_jft_in1k' -> efficientnet_b0
     if ours not in list_models():
         raise WeightConversionError(
             f"timm model {timm_name!r} has no counterpart here; timm names are ours with an optional "
             f"'tf_' prefix: {', '.join(list_models())}"
         )
-    return ours, ({} if ported_from_tf else dict(_PYTORCH_TRAINED))
+    return ours, timm_overrides(ported_from_tf)
+
+
+def convert_timm_state_dict(state_dict: Mapping[str, Any], model_name: str, **model_kwargs: Any) -> dict:
+    """Variables for ``create_model(model_name, **model_kwargs)`` from a timm state dict, with our model
+    name and every setting already decided (padding and epsilon included): nothing is re-derived."""
+    return convert_state_dict(state_dict, model_name, key_for=timm_key, classifier_key="classifier.weight",
+                              source="timm", **model_kwargs)
 
 
 def from_timm_state_dict(state_dict: Mapping[str, Any], timm_name: str, **model_kwargs: Any) -> dict:
@@ -62,5 +73,4 @@ def from_timm_state_dict(state_dict: Mapping[str, Any], timm_name: str, **model_
     'efficientnet_b0'); build the model with ``create_model(*timm_model_kwargs(timm_name))``-style
     settings, or use ``load_pretrained``, which does that for you."""
     name, overrides = timm_model_kwargs(timm_name)
-    return convert_state_dict(state_dict, name, key_for=timm_key, classifier_key="classifier.weight",
-                              source="timm", **{**overrides, **model_kwargs})
+    return convert_timm_state_dict(state_dict, name, **{**overrides, **model_kwargs})

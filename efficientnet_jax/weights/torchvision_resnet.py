@@ -17,13 +17,12 @@ import pathlib
 import re
 from typing import Any, Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from efficientnet_jax.families import ResNet18, ResNet50
-from efficientnet_jax.weights.common import Path, WeightConversionError, fill, flatten
+from efficientnet_jax.weights.common import Path, WeightConversionError, fill, variables_skeleton
 from efficientnet_jax.weights.pytorch import LEAF, as_numpy
+from efficientnet_jax.weights.readers import read_state_dict
 
 _TOP_LEVEL = {"stem_conv": "conv1", "stem_bn": "bn1", "classifier": "fc"}
 _SHORTCUT = {"down_conv": "downsample.0", "down_bn": "downsample.1"}
@@ -62,7 +61,7 @@ def from_torchvision_resnet(state_dict: Mapping[str, Any], model: ResNet18 | Non
         cls = ResNet50 if "layer1.0.conv3.weight" in weights else ResNet18
         num_classes = weights["fc.weight"].shape[0] if "fc.weight" in weights else 0
         model = cls(num_classes=num_classes)
-    skeleton = flatten(jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)))
+    skeleton = variables_skeleton(model)
     keys = {path: torchvision_key(path) for path in skeleton}
     unused = sorted(set(weights) - set(keys.values()))
     if unused:
@@ -76,15 +75,7 @@ def from_torchvision_resnet(state_dict: Mapping[str, Any], model: ResNet18 | Non
 def load_torchvision_resnet(path: str | pathlib.Path, model: ResNet18 | None = None):
     """``from_torchvision_resnet`` of a file: ``.pth``/``.pt`` (read with torch, ``weights_only=True``: a
     pickle cannot run code) or ``.safetensors`` (no torch needed). Training checkpoints are unwrapped."""
-    from efficientnet_jax.weights.pretrained import _torch_load, _unwrap  # noqa: PLC2701 (shared readers)
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        state_dict = load_file(str(path))
-    else:
-        state_dict = _torch_load(path)
-    return from_torchvision_resnet(_unwrap(state_dict), model)
+    return from_torchvision_resnet(read_state_dict(path), model)

