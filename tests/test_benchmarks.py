@@ -27,6 +27,7 @@ def assert_rate(result):
     assert len(result["img_s_all"]) == 2
 
 
+@pytest.mark.slow
 def test_quick_all_peers_infer():
     """Every peer installed with the test extras runs in the same process; timm is run or skipped with a note."""
     out, summary = run_throughput("--impl", "all", "--mode", "infer")

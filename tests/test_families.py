@@ -65,7 +65,8 @@ def test_multipliers_use_the_shared_rounding_rules():
     assert block["down_conv"]["kernel"].shape == (1, 1, 4 * 48, 384)  # stage 1 outputs 4 × round_filters(64, 0.75)
 
 
-@pytest.mark.parametrize("cls", [MobileNetV2, ResNet18, ResNet50])
+@pytest.mark.parametrize("cls", [pytest.param(MobileNetV2, marks=pytest.mark.slow), ResNet18,
+                                 pytest.param(ResNet50, marks=pytest.mark.slow)])  # ~10 s each to trace
 def test_multipliers_scale_macs_as_expected(cls):
     base = macs(cls())
     assert 1.85 < macs(cls(depth=2.0)) / base < 2.1  # stages double, stem and head do not
@@ -74,7 +75,7 @@ def test_multipliers_scale_macs_as_expected(cls):
     assert macs(cls(width=0.5)) / base < 0.35
 
 
-@pytest.mark.parametrize("cls", [MobileNetV2, ResNet18])
+@pytest.mark.parametrize("cls", [pytest.param(MobileNetV2, marks=pytest.mark.slow), ResNet18])
 def test_forward_conventions(cls):
     model = cls(num_classes=10, width=0.5, depth=0.5)
     backbone = model.clone(num_classes=0)

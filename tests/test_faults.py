@@ -138,6 +138,7 @@ def reference(tmp_path_factory, data_dir, jit_cache):
     return workdir, state
 
 
+@pytest.mark.slow
 def test_sigkill_during_async_checkpoint_write_keeps_the_previous_one(reference, tmp_path, data_dir, jit_cache):
     proc = start(tmp_path, data_dir, jit_cache, fault={"stall_commit_of_step": 6})
     try:
@@ -173,6 +174,7 @@ def corrupt(step_dir: pathlib.Path, how: str) -> None:
         files[0].write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncate", "delete_data", "delete_metadata", "bitflip"])
 def test_corrupt_latest_checkpoint_is_reported_and_the_previous_one_used(reference, tmp_path, data_dir,
                                                                          jit_cache, how):
@@ -269,6 +271,7 @@ DISK_FULL = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` (user namespaces) to mount a small tmpfs")
 def test_full_disk_fails_the_save_clearly_and_keeps_the_previous_checkpoint(reference, tmp_path, data_dir,
                                                                             jit_cache):
@@ -301,6 +304,7 @@ def test_full_disk_fails_the_save_clearly_and_keeps_the_previous_checkpoint(refe
         np.testing.assert_allclose(final[f"arr_{i}"], np.asarray(x), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_nan_batch_stops_or_skips_and_never_writes_a_poisoned_checkpoint(reference, tmp_path, data_dir,
                                                                          jit_cache, policy):
@@ -335,6 +339,7 @@ def _write_folder(root):
                 Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / split / label / f"{i}.jpg")
 
 
+@pytest.mark.slow
 def test_corrupt_images_are_counted_and_skipped_or_fail_when_configured(tmp_path, caplog):
     import logging
 

@@ -20,6 +20,7 @@ def pretrained_file(tmp_path_factory):
     return path, variables
 
 
+@pytest.mark.slow
 def test_save_load_roundtrip(pretrained_file, tmp_path):
     path, variables = pretrained_file
     loaded = load_variables(path)
@@ -31,6 +32,7 @@ def test_save_load_roundtrip(pretrained_file, tmp_path):
         load_variables(tmp_path / "junk.msgpack")
 
 
+@pytest.mark.slow
 def test_frozen_backbone_keeps_pretrained_weights_and_trains_new_head(pretrained_file, tmp_path, data_dir):
     from train.train import train_and_evaluate
 
@@ -46,6 +48,7 @@ def test_frozen_backbone_keeps_pretrained_weights_and_trains_new_head(pretrained
                                   variables["params"]["stage6_block1"]["dw_conv"]["kernel"])
 
 
+@pytest.mark.slow
 def test_weights_of_another_variant_are_refused(pretrained_file, tmp_path, data_dir):
     from train.train import train_and_evaluate
 
@@ -56,6 +59,7 @@ def test_weights_of_another_variant_are_refused(pretrained_file, tmp_path, data_
         train_and_evaluate(config, tmp_path)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_with_mixup_and_cutmix_runs(tmp_path, data_dir):
     from train.configs import digits
     from train.train import train_and_evaluate

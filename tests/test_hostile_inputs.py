@@ -1,7 +1,7 @@
 """Hostile inputs to the library: every call either works or raises our clear error (a ValueError or
 TypeError naming the problem and the fix), never a crash deep inside XLA or a silent wrong answer.
 
-One tiny model is built and compiled once; shape and dtype checks run under ``jax.eval_shape``
+One tiny model is built once (its variables drawn without compiling ``init``); shape and dtype checks run under ``jax.eval_shape``
 (tracing runs our checks, nothing compiles), and only a handful of concrete shapes are executed.
 """
 import dataclasses
@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 import efficientnet_jax as ej
 from efficientnet_jax.weights import WeightConversionError, from_torch_state_dict, load_variables, save_variables
 
+from helpers import random_variables
+
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TINY = dict(width=0.1, depth=0.1)
 
@@ -23,7 +25,7 @@ TINY = dict(width=0.1, depth=0.1)
 @pytest.fixture(scope="module")
 def tiny():
     model = ej.create_model("efficientnet_b0", num_classes=3, **TINY)
-    variables = jax.jit(model.init, static_argnames="train")(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    variables = random_variables(model, jnp.zeros((1, 32, 32, 3)))
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
     return model, variables, apply
 
@@ -40,6 +42,7 @@ def outcome(fn, *args, **kwargs):
 DTYPES = [np.uint8, np.int32, np.int64, np.bool_, np.float16, np.float32, np.float64, np.complex64, jnp.bfloat16]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     shape=st.lists(st.integers(0, 70), min_size=0, max_size=6).map(tuple),
@@ -67,6 +70,7 @@ def test_apply_any_shape_and_dtype_works_or_says_what_is_wrong(tiny, shape, dtyp
             assert "too small" in message and "32" in message
 
 
+@pytest.mark.slow
 def test_apply_runs_on_empty_batches_odd_sizes_and_nans(tiny):
     model, variables, apply = tiny
     empty = apply(variables, jnp.zeros((0, 32, 32, 3)))
@@ -175,6 +179,7 @@ def test_round_trip_through_the_torch_format_is_exact(tiny, torch_state_dict):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_damaged_state_dicts_are_refused_naming_the_keys(torch_state_dict, data):

@@ -121,7 +121,8 @@ def test_ops_match_pil():
         assert np.abs(ours.numpy().astype(int) - np.asarray(theirs).astype(int)).max() <= tol
 
 
-@pytest.mark.parametrize("kind", ["inception", "center", "pad_crop", "flip", "randaugment", "autoaugment"])
+@pytest.mark.parametrize("kind", ["inception", "center", "pad_crop", "flip", "randaugment",
+                                  pytest.param("autoaugment", marks=pytest.mark.slow)])  # ~12 s to trace
 def test_augmentations_keep_shape_dtype_and_are_stateless(kind):
     image = _image()
     fns = {
@@ -198,6 +199,7 @@ def take(iterator, n):
     return [next(iterator) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_train_resumes_exactly_across_epoch_boundaries(digits_dir):
     # 1437 examples in batches of 64: batch 22 straddles epochs 0 and 1, batch 44 epochs 1 and 2.
     config = make_config(data_dir=digits_dir, augment="pad_crop", randaugment=(2, 9), seed=3)

@@ -7,25 +7,29 @@ import efficientnet_jax as ej
 from efficientnet_jax.weights import WeightConversionError, from_keras, to_keras
 from helpers import calibrated_variables, structured_images
 
-keras = pytest.importorskip("keras")
+# Every test here builds Keras models (a minute or more each on 2 cores): the slow tier. Keras itself is
+# imported by the fixture, so that collecting the fast tier does not pay for importing it.
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def keras():
+    return pytest.importorskip("keras")
 
 KERAS_MODELS = {"efficientnet_b0": "EfficientNetB0", "efficientnet_b2": "EfficientNetB2", "efficientnet_b5": "EfficientNetB5"}
 
 
-def keras_reference(name):
+def keras_reference(keras, name):
     km = getattr(keras.applications, KERAS_MODELS[name])(weights=None, classifier_activation=None)
     # Keras rescales/normalizes inside the model; compare from the normalized input on.
     normalize = keras.Model(km.input, km.get_layer("stem_conv_pad").input)
     return km, normalize
 
 
-@pytest.mark.parametrize(
-    "name", ["efficientnet_b0", pytest.param("efficientnet_b2", marks=pytest.mark.slow),
-             pytest.param("efficientnet_b5", marks=pytest.mark.slow)]
-)
-def test_logits_match_keras(name):
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b2", "efficientnet_b5"])
+def test_logits_match_keras(name, keras):
     size = ej.model_info(name).resolution
-    km, normalize = keras_reference(name)
+    km, normalize = keras_reference(keras, name)
     ours = calibrated_variables(name, seed=3)
     to_keras(ours, km)
     converted = from_keras(km)  # the direction users take: Keras -> ours
@@ -55,14 +59,13 @@ def test_logits_match_keras(name):
     assert relative <= 1e-4
 
 
-def test_wrong_variant_fails_loudly():
-    km, _ = keras_reference("efficientnet_b0")
+def test_wrong_variant_fails_loudly(keras):
+    km, _ = keras_reference(keras, "efficientnet_b0")
     with pytest.raises(WeightConversionError, match="block"):
         from_keras(km, model_name="efficientnet_b1")
 
 
-@pytest.mark.slow
-def test_load_pretrained_reads_a_local_keras_weights_file(tmp_path):
+def test_load_pretrained_reads_a_local_keras_weights_file(tmp_path, keras):
     """The 'keras' source offline: the same code path as weights='imagenet', from a file."""
     from efficientnet_jax.weights import load_pretrained
 

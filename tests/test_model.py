@@ -6,6 +6,8 @@ import pytest
 
 import efficientnet_jax as ej
 
+from helpers import random_variables
+
 TINY = dict(width=0.25, depth=0.34, drop_path=0.0, dropout=0.0)  # a fast member of the family
 SIZE = 64
 
@@ -18,16 +20,13 @@ def images(n=2, size=SIZE, seed=0):
     return jax.random.normal(jax.random.key(seed), (n, size, size, 3))
 
 
-def init(model, x):
-    return jax.jit(model.init, static_argnames="train")(jax.random.key(0), x, train=False)
-
-
 @pytest.fixture(scope="module")
 def tiny_variables():
-    """Variables of ``tiny()``: jitted init compiles once per module (RNG-heavy, ~10 s on 2 cores)."""
-    return init(tiny(), images(1))
+    """Variables of ``tiny()`` drawn without compiling its ``init`` (see ``helpers.random_variables``)."""
+    return random_variables(tiny(), images(1))
 
 
+@pytest.mark.slow
 def test_every_parameter_gets_a_gradient(tiny_variables):
     model = tiny()
     x = images(4)
@@ -75,6 +74,7 @@ def test_features_and_headless_outputs(tiny_variables):
     assert pooled.shape == (2, headless.spec.head_channels)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_with_float32_params(tiny_variables):
     x = images(2)
     f32 = tiny()
@@ -88,6 +88,7 @@ def test_bfloat16_compute_with_float32_params(tiny_variables):
     assert float(jnp.max(jnp.abs(out.astype(jnp.float32) - ref))) <= 0.05 * float(jnp.max(jnp.abs(ref))) + 1e-3
 
 
+@pytest.mark.slow
 def test_remat_changes_memory_not_results(tiny_variables):
     x = images(2)
     plain, remat = tiny(), tiny(remat=True)

@@ -76,6 +76,7 @@ def test_settings_change_hyperparameters_not_parameters():
         models.setting(small, "drop_path")
 
 
+@pytest.mark.slow
 def test_model_factory_trains_an_in_memory_module(tmp_path, data_dir):
     from train.configs import digits
     from train.train import resolve_config, train_and_evaluate

@@ -35,6 +35,7 @@ def readme_example() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow  # a fresh process compiling B0's init at 224 px: up to a minute
 def test_readme_example_runs():
     out = run_python(readme_example(), cwd=ROOT)
     assert "(2, 1000)" in out

@@ -28,6 +28,7 @@ def photos(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # a fresh process: imports and compiles Lite0 again
 def test_command_line_prints_top5_names(photos):
     files = [str(photos / n) for n in ("chelsea.jpg", "camera.png", "coffee.png")]
     out = subprocess.run([sys.executable, "-m", "efficientnet_jax.predict", "--model", "efficientnet_lite0",

@@ -79,6 +79,7 @@ def test_stages_from_a_config():
         progressive.stages_of(config(stages=2, initial_dropout=0.1), 6, final_dropout=None)
 
 
+@pytest.mark.slow
 def test_resumed_staged_input_is_the_uninterrupted_one(data_dir):
     """Batch k depends on k only: starting mid-stage (a resumed run) yields the same batches."""
     cfg = config(stages=2, initial_image_size=32, initial_randaugment_magnitude=3.0)
@@ -96,6 +97,7 @@ def test_resumed_staged_input_is_the_uninterrupted_one(data_dir):
             np.testing.assert_array_equal(a["label"], b["label"])
 
 
+@pytest.mark.slow
 def test_two_stage_run_trains_at_two_sizes_and_evaluates_at_the_final_one(tmp_path, data_dir, caplog):
     """The runlocal digits recipe in 2 stages (32 then 40 px, weaker RandAugment and dropout first). The model
     is a test-only module (one compile of a small EfficientNet per stage costs ~40 s of CPU here)."""

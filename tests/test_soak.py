@@ -80,8 +80,10 @@ def assert_same_state(reference, resumed):
     return worst
 
 
+@pytest.mark.slow
 def test_short_soak_two_random_kills_end_equal_to_an_uninterrupted_run(tmp_path, data_dir):
-    seed = int(os.environ.get("SOAK_SEED", random.randrange(10**6)))
+    # A fixed seed so that CI runs the same kills every time; SOAK_SEED=N explores others.
+    seed = int(os.environ.get("SOAK_SEED", 20261203))
     rng = random.Random(seed)
     config = "train/configs/digits.py:runlocal"
     flags = [f"--config.data_dir={data_dir}", "--config.num_train_steps=24", "--config.checkpoint_every_steps=2",

@@ -108,8 +108,8 @@ def randomized_reference(index: int, resolution: int, seed: int):
 
 # B0 at its native 224; the others at 128, where TF "SAME" padding is asymmetric in every strided layer.
 @pytest.mark.parametrize("index, resolution", [
-    (0, 224), (1, 128), (2, 128), (3, 128),
-    *[pytest.param(i, 128, marks=pytest.mark.slow) for i in range(4, 8)],
+    (0, 224),
+    *[pytest.param(i, 128, marks=pytest.mark.slow) for i in range(1, 8)],
 ])
 def test_logits_match_efficientnet_pytorch(index, resolution):
     name = f"efficientnet_b{index}"

@@ -35,6 +35,7 @@ def cli(workdir, *flags, env=None, wait=True):
     return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_checkpoints_and_events(tmp_path, data_dir):
     from train.train import train_and_evaluate
 
@@ -54,6 +55,7 @@ def test_train_writes_metrics_checkpoints_and_events(tmp_path, data_dir):
     assert again["accuracy"] == pytest.approx(result["accuracy"])
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
     from train.train import TrainingError, train_and_evaluate
 
@@ -137,6 +139,7 @@ DEVICE_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one(tmp_path, data_dir):
     """Global-batch semantics: same loss curve, parameters and BN statistics on 1 and 8 devices."""
     runs = {}
@@ -160,11 +163,14 @@ def test_eight_devices_equal_one(tmp_path, data_dir):
 @pytest.mark.parametrize(
     "flags, env, message",
     [
-        (["--config.dataset=no_such_dataset"], {}, "no_such_dataset"),
-        (["--config.dataset=cifar10", "--config.data_dir={missing}"], {}, "cifar10"),
         (["--config.no_such_key=1"], {}, "no_such_key"),
-        (["--config.batch_size=12"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, "divisible"),
-        (["--config.model=efficientnet_b9"], {}, "efficientnet_b0"),
+        # Each of these starts the program up to its model, dataset or mesh (~20 s): the slow tier.
+        pytest.param(["--config.model=efficientnet_b9"], {}, "efficientnet_b0", marks=pytest.mark.slow),
+        pytest.param(["--config.dataset=no_such_dataset"], {}, "no_such_dataset", marks=pytest.mark.slow),
+        pytest.param(["--config.dataset=cifar10", "--config.data_dir={missing}"], {}, "cifar10",
+                     marks=pytest.mark.slow),
+        pytest.param(["--config.batch_size=12"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+                     "divisible", marks=pytest.mark.slow),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(tmp_path, data_dir, flags, env, message):
@@ -176,6 +182,7 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, data_dir, flags, env, me
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_imagenet_recipe_runs_on_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
