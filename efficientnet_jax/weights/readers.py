@@ -13,10 +13,23 @@ from safetensors.numpy import load_file
 from efficientnet_jax.optional import extra, require
 
 
+SAFE_TORCH = (2, 6)  # below, weights_only=True loading can be made to run code (CVE-2025-32434)
+
+
+def torch_is_safe(version: str) -> bool:
+    """Whether a torch of this version ('2.5.1+cpu', '2.13.0') loads pickles with ``weights_only`` safely."""
+    major, minor = (int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:2])
+    return (major, minor) >= SAFE_TORCH
+
+
 def torch_load(path: str | pathlib.Path) -> dict:
     """A torch file's contents with ``weights_only=True`` (tensors and plain containers, never code)."""
-    torch = require("torch", f"Reading {path}", extra("torch"),
-                    hint=" (or save the state dict as .safetensors, which loads without torch)")
+    hint = " (or save the state dict as .safetensors, which loads without torch)"
+    torch = require("torch", f"Reading {path}", extra("torch"), hint=hint)
+    if not torch_is_safe(torch.__version__):
+        raise ImportError(f"Reading {path} safely needs torch>=2.6 (older weights_only loading can run code, "
+                          f"CVE-2025-32434); this is torch {torch.__version__}: pip install --upgrade "
+                          f"{extra('torch')}{hint}")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
