@@ -32,8 +32,14 @@ def load_image(path: str | pathlib.Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"No image file at {path}")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only; over 2x the limit Pillow refuses here
+            width, height = image.size
+            if width * height > Image.MAX_IMAGE_PIXELS:  # Pillow would only warn, then decode it all
+                raise ValueError(f"{path} says it is {width}x{height} pixels, over the {Image.MAX_IMAGE_PIXELS:,} "
+                                 "this tool decodes (a decompression bomb?); resize it first")
             image.load()
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: {e}; resize it first") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path} is not an image file Pillow can read ({e})") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):

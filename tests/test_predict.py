@@ -92,3 +92,26 @@ def test_top_must_be_a_positive_count(photos, top, capsys):
     err = capsys.readouterr().err
     assert "error: argument --top" in err and "Traceback" not in err
 
+
+def png_claiming(path, width: int, height: int):
+    """A tiny valid PNG whose header claims ``width`` x ``height`` (its IHDR and CRC rewritten)."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR data starts after the signature, length and type
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # 100 MP: Pillow only warns; 400 MP: Pillow refuses
+def test_decompression_bombs_are_refused_before_decoding(tmp_path, capsys, side):
+    bomb = png_claiming(tmp_path / "bomb.png", side, side)
+    assert main([str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "bomb.png" in err and "resize it first" in err, err
+
