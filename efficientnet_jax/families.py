@@ -121,7 +121,6 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        shortcut = x
         y = _conv(self.out_channels, 3, self.stride, "conv1", self.dtype, self.param_dtype)(x)
         y = nn.relu(self.norm(name="bn1")(y, use_running_average=not train))
         y = _conv(self.out_channels, 3, 1, "conv2", self.dtype, self.param_dtype)(y)

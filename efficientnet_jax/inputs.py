@@ -25,7 +25,7 @@ def check_images(x: Any, in_channels: int = 3) -> None:
         )
     if shape[-1] != in_channels:
         hint = (
-            f" It looks like NCHW; transpose with images.transpose(0, 2, 3, 1)."
+            " It looks like NCHW; transpose with images.transpose(0, 2, 3, 1)."
             if shape[1] == in_channels else ""
         )
         raise ValueError(

@@ -61,8 +61,9 @@ def apply_masks(params: Any, masks: Any) -> Any:
     return jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
 
 
-def masked_updates(masks: Any) -> optax.GradientTransformation:
-    """Zero the updates of pruned weights; chain after the optimizer: ``optax.chain(tx, masked_updates(m))``.
+def masked_updates(masks: Any) -> Any:
+    """An optax transformation that zeroes the updates of pruned weights; chain it after the optimizer:
+    ``optax.chain(tx, masked_updates(m))``.
 
     optax is imported here, not with the module: only the ``train`` extra installs it.
     """

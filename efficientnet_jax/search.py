@@ -22,6 +22,7 @@ from efficientnet_jax.flops import count_flops, count_params
 from efficientnet_jax.model import create_model
 from efficientnet_jax.specs import model_info
 
+
 @dataclasses.dataclass(frozen=True)
 class Builder:
     """A base architecture to scale: ``make(depth, width, resolution) -> flax module``.

@@ -31,7 +31,6 @@ from experiments import common
 def finetune(model, variables, config_kw: dict, steps: int, masks=None, learning_rate: float = 1e-3) -> tuple:
     """Fine-tune ``variables`` for ``steps`` on the proxy train split; return (variables, test accuracy)."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     from efficientnet_jax import pruning

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import efficientnet_jax as ej
-from efficientnet_jax.weights import (WeightConversionError, load_pretrained, load_variables, save_pretrained,
+from efficientnet_jax.weights import (WeightConversionError, load_pretrained, save_pretrained,
                                       save_variables)
 
 TINY = dict(width=0.25, depth=0.34, resolution=64)

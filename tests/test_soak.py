@@ -11,7 +11,6 @@ import os
 import pathlib
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
