@@ -258,6 +258,7 @@ def test_train_batch_larger_than_the_dataset(digits_dir):
 
 # ---- ImageNet settings on mock data, image folders -------------------------------------------------
 
+@pytest.mark.slow  # tfds mock data through the ImageNet pipeline
 def test_imagenet_settings_on_mock_data():
     config = make_config(dataset="imagenet2012", augment="inception", randaugment=(2, 9), image_size=224)
     with tfds.testing.mock_data(num_examples=10):

@@ -109,6 +109,7 @@ def test_remat_changes_memory_not_results(tiny_variables):
     assert worst <= 1e-4 * scale
 
 
+@pytest.mark.slow  # two more compiles of the tiny model
 def test_symmetric_padding_variant(tiny_variables):
     x = images(1, size=64)  # even sizes: TF "same" pads (0, 1) at stride 2, symmetric (1, 1)
     same, symmetric = tiny(), tiny(padding="symmetric")

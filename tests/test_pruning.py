@@ -75,6 +75,7 @@ class _TinyCNN(nn.Module):
         return nn.Dense(10, name="head")(jnp.mean(nn.relu(x), axis=(1, 2)))
 
 
+@pytest.mark.slow  # traces two models to count their MACs
 @pytest.mark.parametrize("by_l1", [False, True])
 def test_channel_slicing_builds_a_narrower_model_with_fewer_macs(by_l1):
     big, small = _TinyCNN(width=16), _TinyCNN(width=8)
