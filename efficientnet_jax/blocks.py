@@ -1,4 +1,8 @@
-"""MBConv: expand 1x1 -> depthwise kxk -> squeeze-excite -> project 1x1 -> residual with drop path."""
+"""The two blocks of the family: MBConv (every EfficientNet) and Fused-MBConv (EfficientNetV2's early stages).
+
+Both take partials fixed by the model (dtype, padding, BN settings) for their convolutions and
+norms, so a block only wires them together, and both end in the same residual with drop path.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -10,14 +14,21 @@ from efficientnet_jax.layers import DropPath
 from efficientnet_jax.specs import BlockSpec
 
 
-class MBConv(nn.Module):
-    """Inverted residual block (Sandler et al. 2018) with squeeze-excitation (Tan & Le 2019).
+def add_residual(block: BlockSpec, x: jax.Array, inputs: jax.Array, train: bool) -> jax.Array:
+    """Drop path + skip when the block keeps the shape (stride 1, same channels); else ``x``.
 
-    ``conv1x1``, ``depthwise``, ``squeeze_excite`` and ``norm`` are partials fixed by
-    the model (dtype, padding, BN settings), so the block only wires them together.
-    """
+    Called inside a block's ``__call__``, so the ``DropPath`` it creates belongs to that block."""
+    if not block.has_residual:
+        return x
+    return DropPath(block.drop_path, name="drop_path")(x, deterministic=not train) + inputs
+
+
+class MBConv(nn.Module):
+    """Inverted residual block (Sandler et al. 2018) with squeeze-excitation (Tan & Le 2019):
+    expand 1x1 -> depthwise k x k -> squeeze-excite -> project 1x1."""
 
     block: BlockSpec
+    conv: Callable[..., nn.Module]
     conv1x1: Callable[..., nn.Module]
     depthwise: Callable[..., nn.Module]
     squeeze_excite: Callable[..., nn.Module]
@@ -37,6 +48,38 @@ class MBConv(nn.Module):
             x = self.squeeze_excite(b.se_filters, name="se")(x)
         x = self.conv1x1(b.out_filters, name="project_conv")(x)
         x = self.norm(name="project_bn")(x, use_running_average=not train)
-        if b.has_residual:
-            x = DropPath(b.drop_path, name="drop_path")(x, deterministic=not train) + inputs
-        return x
+        return add_residual(b, x, inputs, train)
+
+
+class FusedMBConv(nn.Module):
+    """Fused-MBConv (Tan & Le 2021): one k x k (strided) conv replaces MBConv's expand 1x1 + depthwise,
+    which runs faster on accelerators in early, high-resolution stages. Expansion e > 1: k x k conv to
+    in*e channels, BN, act, then a 1x1 projection and BN; e = 1: the k x k conv to the output channels,
+    BN and act only. Names follow Keras (``expand_conv``, ``project_conv``) so the converters map 1:1."""
+
+    block: BlockSpec
+    conv: Callable[..., nn.Module]
+    conv1x1: Callable[..., nn.Module]
+    depthwise: Callable[..., nn.Module]
+    squeeze_excite: Callable[..., nn.Module]
+    norm: Callable[..., nn.Module]
+    activation: Callable[[jax.Array], jax.Array]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        b = self.block
+        inputs = x
+        if b.expand_ratio != 1:
+            x = self.conv(b.expanded_filters, b.kernel, b.stride, name="expand_conv")(x)
+            x = self.activation(self.norm(name="expand_bn")(x, use_running_average=not train))
+            if b.se_filters:
+                x = self.squeeze_excite(b.se_filters, name="se")(x)
+            x = self.conv1x1(b.out_filters, name="project_conv")(x)
+            x = self.norm(name="project_bn")(x, use_running_average=not train)
+        else:
+            x = self.conv(b.out_filters, b.kernel, b.stride, name="project_conv")(x)
+            x = self.activation(self.norm(name="project_bn")(x, use_running_average=not train))
+        return add_residual(b, x, inputs, train)
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}

@@ -1,4 +1,4 @@
-"""Building blocks shared by every variant: 1x1 conv, depthwise conv, squeeze-excitation, drop path.
+"""Building blocks shared by every variant: k x k, 1x1 and depthwise convs, squeeze-excitation, drop path.
 
 Two choices here are about speed, not semantics (DESIGN.md, CPU notes):
 - 1x1 convolutions are einsums: XLA:CPU compiles the weight gradient of a 1x1
@@ -175,6 +175,26 @@ class DepthwiseConv(nn.Module):
             )
         xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
         return depthwise_taps(xp, kernel[:, :, 0, :], s)
+
+
+class Conv(nn.Module):
+    """k x k convolution, no bias, with TF "SAME" or symmetric padding (the stem, Fused-MBConv).
+    Kernel layout (k, k, C_in, C_out) and parameter name as ``nn.Conv``."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: Padding = "same"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s = self.kernel_size, self.stride
+        kernel = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        pads = [conv_padding(x.shape[d], k, s, self.padding) for d in (1, 2)]
+        return lax.conv_general_dilated(x, kernel, (s, s), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class Conv1x1(nn.Module):

@@ -1,4 +1,4 @@
-"""EfficientNet: stem -> MBConv stages -> head -> pool -> dropout -> classifier."""
+"""EfficientNet and EfficientNetV2: stem -> MBConv / Fused-MBConv stages -> head -> pool -> dropout -> classifier."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,16 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from efficientnet_jax.blocks import MBConv
+from efficientnet_jax.blocks import BLOCKS
 from efficientnet_jax.inputs import check_images
 from efficientnet_jax.layers import (
-    ACTIVATIONS, Conv1x1, DepthwiseConv, DepthwiseImpl, SqueezeExcite, conv_init, conv_padding, dense_init,
+    ACTIVATIONS, Conv, Conv1x1, DepthwiseConv, DepthwiseImpl, SqueezeExcite, dense_init,
 )
 from efficientnet_jax.specs import MIN_RESOLUTION, ModelSpec, StageSpec, model_info
 
 
 class EfficientNet(nn.Module):
-    """One EfficientNet from a ``ModelSpec``.
+    """One EfficientNet (V1, Lite or V2) from a ``ModelSpec``.
 
     ``__call__(x, train)`` returns logits (or pooled features when ``num_classes=0``);
     ``features_only=True`` returns the feature maps of the stem, every stage and the head,
@@ -44,6 +44,7 @@ class EfficientNet(nn.Module):
             nn.BatchNorm, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon,
             dtype=self.dtype, param_dtype=self.param_dtype,
         )
+        conv = functools.partial(Conv, padding=spec.padding, dtype=self.dtype, param_dtype=self.param_dtype)
         conv1x1 = functools.partial(Conv1x1, dtype=self.dtype, param_dtype=self.param_dtype)
         depthwise = functools.partial(
             DepthwiseConv, padding=spec.padding, impl=self.depthwise_impl,
@@ -52,19 +53,16 @@ class EfficientNet(nn.Module):
         squeeze_excite = functools.partial(
             SqueezeExcite, activation=act, dtype=self.dtype, param_dtype=self.param_dtype
         )
-        block_cls = nn.remat(MBConv, static_argnums=(2,)) if self.remat else MBConv
+        block_classes = {kind: nn.remat(cls, static_argnums=(2,)) if self.remat else cls
+                         for kind, cls in BLOCKS.items()}
 
         features = {}
-        x = nn.Conv(
-            spec.stem_channels, (3, 3), strides=2, use_bias=False,
-            padding=[conv_padding(x.shape[d], 3, 2, spec.padding) for d in (1, 2)],
-            kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype, name="stem_conv",
-        )(x)
+        x = conv(spec.stem_channels, 3, 2, name="stem_conv")(x)
         x = act(norm(name="stem_bn")(x, use_running_average=not train))
         features["stem"] = x
         for block in spec.blocks():
-            x = block_cls(
-                block, conv1x1=conv1x1, depthwise=depthwise, squeeze_excite=squeeze_excite,
+            x = block_classes[block.block](
+                block, conv=conv, conv1x1=conv1x1, depthwise=depthwise, squeeze_excite=squeeze_excite,
                 norm=norm, activation=act, name=block.name,
             )(x, train)
             features[f"stage{block.stage}"] = x
@@ -118,6 +116,12 @@ def check_spec(spec: ModelSpec) -> None:
             bad(field, "a positive integer")
     if not (isinstance(spec.stages, tuple) and spec.stages and all(isinstance(s, StageSpec) for s in spec.stages)):
         bad("stages", "a non-empty tuple of StageSpec")
+    if any(s.block not in BLOCKS for s in spec.stages):
+        bad("stages", f"StageSpec rows whose block is one of {sorted(BLOCKS)}")
+    if not (_is_number(spec.round_limit) and 0 <= spec.round_limit <= 1):
+        bad("round_limit", "a fraction in [0, 1] (0.9 for EfficientNet, 0 for EfficientNetV2)")
+    if spec.uncropped_from is not None and not _is_int(spec.uncropped_from):
+        bad("uncropped_from", "None or an integer resolution")
     for field in ("mean", "std"):
         value = getattr(spec, field)
         if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(_is_number(v) for v in value)):

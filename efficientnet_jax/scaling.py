@@ -15,16 +15,18 @@ GAMMA = 1.15  # resolution
 BASE_RESOLUTION = 224
 
 
-def round_filters(filters: int, width: float, divisor: int = 8) -> int:
-    """Channels scaled by ``width``, rounded to a multiple of ``divisor`` but never below 90%.
+def round_filters(filters: int, width: float, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """Channels scaled by ``width``, rounded to a multiple of ``divisor`` but never below ``round_limit``
+    of the scaled count.
 
-    The 90% floor is the TF reference's guard against rounding a thin layer away.
+    The 90% floor is EfficientNet's (the TF reference's guard against rounding a thin layer away);
+    EfficientNetV2 has none (``round_limit=0``; with the floor V2-B3 would come out wrong).
     """
     if width == 1.0:
         return int(filters)
     scaled = filters * width
     rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * scaled:
+    if rounded < round_limit * scaled:
         rounded += divisor
     return int(rounded)
 

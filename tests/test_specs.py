@@ -15,6 +15,15 @@ PUBLISHED_PARAMS = {
     # Lite: the counts of the reference PyTorch/timm implementation (tf_efficientnet_lite*).
     "efficientnet_lite0": 4_652_008, "efficientnet_lite1": 5_416_680, "efficientnet_lite2": 6_092_072,
     "efficientnet_lite3": 8_197_096, "efficientnet_lite4": 13_006_568,
+    # EfficientNetV2: Keras applications (include_top=True, trainable weights); XL: timm's 208.12M.
+    "efficientnetv2_b0": 7_139_704, "efficientnetv2_b1": 8_141_052, "efficientnetv2_b2": 10_096_086,
+    "efficientnetv2_b3": 14_358_406, "efficientnetv2_s": 21_458_488, "efficientnetv2_m": 54_139_356,
+    "efficientnetv2_l": 118_515_272, "efficientnetv2_xl": 208_119_808,
+}
+# Batch-norm statistics (Keras's non-trainable weights).
+PUBLISHED_BATCH_STATS = {
+    "efficientnet_b0": 42_016, "efficientnetv2_b0": 60_608, "efficientnetv2_b1": 71_072,
+    "efficientnetv2_b2": 82_288, "efficientnetv2_b3": 109_216, "efficientnetv2_s": 153_872,
 }
 
 
@@ -33,12 +42,40 @@ def test_param_counts_equal_published(name):
     assert ej.count_params(abstract_variables(name)["params"]) == PUBLISHED_PARAMS[name]
 
 
-def test_b0_batch_stats():
-    assert ej.count_params(abstract_variables("efficientnet_b0")["batch_stats"]) == 42_016
+@pytest.mark.parametrize("name", list(PUBLISHED_BATCH_STATS))
+def test_batch_stats_equal_published(name):
+    assert ej.count_params(abstract_variables(name)["batch_stats"]) == PUBLISHED_BATCH_STATS[name]
+
+
+def test_v2_stages_follow_the_paper():
+    s = ej.model_info("efficientnetv2_s").blocks()
+    assert [b.block for b in s[:10]] == ["fused_mbconv"] * 10 and s[10].block == "mbconv"
+    assert s[1].has_residual and s[0].has_residual  # S stage 1: 24 -> 24 at stride 1
+    b0 = ej.model_info("efficientnetv2_b0")
+    assert not b0.blocks()[0].has_residual  # B0 stage 1: 32 -> 16
+    assert all(b.se_filters == 0 for b in b0.blocks() if b.block == "fused_mbconv")
+    assert all(b.se_filters == b.in_filters // 4 for b in b0.blocks() if b.block == "mbconv")
+    assert {b.kernel for b in b0.blocks()} == {3}
+    assert (b0.stem_channels, b0.head_channels, b0.stage_repeats()) == (32, 1280, (1, 2, 2, 3, 5, 8))
+    # No 90% floor in V2: 48 * 1.2 = 57.6 -> 56 (V1's rule would keep 56 too), 16 * 1.2 = 19.2 -> 16 (< 90%).
+    b3 = ej.model_info("efficientnetv2_b3")
+    assert [b.out_filters for b in b3.blocks()][:1] == [16] and ej.round_filters(16, 1.2) == 24
+    assert (b3.stem_channels, b3.head_channels) == (40, 1536)
+
+
+def test_v2_input_settings():
+    """B0-B3 keep V1's preprocessing; S/M/L/XL were trained on (x - 128) / 128, evaluated uncropped."""
+    assert ej.model_info("efficientnetv2_b2").mean == ej.model_info("efficientnet_b0").mean
+    assert ej.model_info("efficientnetv2_b2").crop_pct == pytest.approx(260 / 292)
+    for name in ("efficientnetv2_s", "efficientnetv2_m", "efficientnetv2_l", "efficientnetv2_xl"):
+        info = ej.model_info(name)
+        assert (info.mean, info.std, info.crop_pct) == ((128.0,) * 3, (128.0,) * 3, 1.0)
+    assert ej.create_model("efficientnetv2_s", resolution=256).spec.crop_pct == pytest.approx(256 / 288)
 
 
 def test_scaling_table():
     expected = {  # width, depth, resolution, dropout
+        "efficientnetv2_b3": (1.2, 1.4, 300, 0.3), "efficientnetv2_m": (1.0, 1.0, 480, 0.3),
         "efficientnet_b0": (1.0, 1.0, 224, 0.2), "efficientnet_b3": (1.2, 1.4, 300, 0.3),
         "efficientnet_b7": (2.0, 3.1, 600, 0.5), "efficientnet_l2": (4.3, 5.3, 800, 0.5),
         "efficientnet_lite3": (1.2, 1.4, 280, 0.3),
@@ -60,6 +97,7 @@ def test_round_filters():
     assert ej.round_filters(44, 1.0) == 44  # width 1 keeps the table exact
     assert ej.round_filters(100, 0.46) == 48  # 46 -> 48; the 90% floor: 40 < 41.4 would bump
     assert ej.round_filters(11, 1.1, divisor=8) == 16  # 12.1 -> 16 (8 < 0.9*12.1)
+    assert ej.round_filters(16, 1.2, round_limit=0.0) == 16  # EfficientNetV2: no floor (V1: 24)
 
 
 def test_round_repeats():

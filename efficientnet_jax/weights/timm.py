@@ -1,8 +1,11 @@
-"""timm state dicts (``tf_efficientnet_b0``, ``efficientnet_b0``, ``tf_efficientnet_lite0`` ...) -> our variables.
+"""timm state dicts (``tf_efficientnet_b0``, ``efficientnet_b0``, ``tf_efficientnet_lite0``,
+``tf_efficientnetv2_s`` ...) -> our variables.
 
 timm numbers blocks by stage (``blocks.{stage}.{block}``) and names the convs of a block by its
-kind: a depthwise-separable block (expand ratio 1, the first stage) has ``conv_dw, bn1, conv_pw,
-bn2``; an inverted residual has ``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``.
+kind: a depthwise-separable block (expand ratio 1, V1's first stage) has ``conv_dw, bn1, conv_pw,
+bn2``; an inverted residual (MBConv) ``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``; V2's Fused-MBConv
+is an "edge residual" ``conv_exp, bn1, conv_pwl, bn2``, or with expansion 1 a ``conv, bn1``.
+timm's ``efficientnetv2_rw_*`` are other architectures (their own stage tables) and are refused.
 
 Padding and BN epsilon follow the source: timm's ``tf_*`` weights were ported from TensorFlow
 (TF "SAME" padding, epsilon 1e-3: our defaults); its other EfficientNets were trained in PyTorch
@@ -28,6 +31,11 @@ _DEPTHWISE_SEPARABLE = {
     ("dw_conv",): "conv_dw", ("dw_bn",): "bn1", ("project_conv",): "conv_pw", ("project_bn",): "bn2",
     **_SQUEEZE_EXCITE,
 }
+_EDGE_RESIDUAL = {
+    ("expand_conv",): "conv_exp", ("expand_bn",): "bn1", ("project_conv",): "conv_pwl", ("project_bn",): "bn2",
+    **_SQUEEZE_EXCITE,
+}
+_CONV_BN_ACT = {("project_conv",): "conv", ("project_bn",): "bn1"}
 # Settings of timm's PyTorch-trained (not ``tf_``) EfficientNets.
 _PYTORCH_TRAINED = {"padding": "symmetric", "bn_epsilon": 1e-5}
 
@@ -39,7 +47,10 @@ def timm_key(path: Path, block: BlockSpec | None, index: int) -> str:
     if block is None:
         module = _TOP_LEVEL[modules[0]]
     else:
-        table = _DEPTHWISE_SEPARABLE if block.expand_ratio == 1 else _INVERTED_RESIDUAL
+        if block.block == "fused_mbconv":
+            table = _CONV_BN_ACT if block.expand_ratio == 1 else _EDGE_RESIDUAL
+        else:
+            table = _DEPTHWISE_SEPARABLE if block.expand_ratio == 1 else _INVERTED_RESIDUAL
         module = f"blocks.{block.stage - 1}.{block.index - 1}.{table[tuple(modules[1:])]}"
     return f"{module}.{LEAF[(collection, leaf)]}"
 
