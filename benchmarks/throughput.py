@@ -3,12 +3,13 @@
 Implementations (``--impl``, or ``all`` for every one importable here):
   ours   the jitted forward (infer), or the full jitted, donated train step of ``train/step.py``
          (forward, backward, TF-RMSProp, L2, BN update, EMA of params and BN statistics)
-  keras  ``keras.applications.EfficientNetB0..B7`` on the JAX backend, weights=None; infer is
+  keras  ``keras.applications.EfficientNetB0..B7`` / ``EfficientNetV2*`` on the JAX backend, weights=None; infer is
          ``predict_on_batch``, train is ``train_on_batch`` after ``compile(jit_compile=True)``
          (Keras' own jitted train step: RMSprop, label-smoothed cross-entropy, BN update; no EMA)
   torch  efficientnet-pytorch ``EfficientNet.from_name``: eager ``inference_mode`` forward, or
          zero_grad / forward / backward / RMSprop step (no EMA)
-  timm   ``timm.create_model('tf_efficientnet_b0')`` (TF "same" padding, as ours), the same steps
+  timm   ``timm.create_model('tf_' + model)`` (``tf_efficientnet_b0``, ``tf_efficientnetv2_b0``: TF "same"
+         padding, as ours), the same steps
 Every peer gets the same batch, resolution and random data; ``bfloat16`` means bf16 compute with
 float32 parameters everywhere (ours: ``dtype=bfloat16``; Keras: ``mixed_bfloat16``; torch:
 ``autocast``). torch uses as many threads as there are cores; XLA uses them all by default.
@@ -56,6 +57,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo root: `train` is not installed
 
 import efficientnet_jax as ej  # noqa: E402
+from efficientnet_jax.weights.keras import KERAS_APPLICATIONS  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 IMPLS = ("ours", "keras", "torch", "timm")
@@ -116,13 +118,12 @@ def build_keras(args, images, labels):
 
     if keras.backend.backend() != "jax":
         raise Unavailable(f"KERAS_BACKEND is {keras.backend.backend()!r}, this peer is Keras on JAX")
-    number = args.model.removeprefix("efficientnet_b")
-    if not (args.model.startswith("efficientnet_b") and number in "01234567"):
-        raise Unavailable(f"keras.applications has B0-B7 only, not {args.model}")
+    if args.model not in KERAS_APPLICATIONS:
+        raise Unavailable(f"keras.applications has no {args.model}")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16" if args.dtype == "bfloat16" else "float32")
     try:
-        model = getattr(keras.applications, f"EfficientNetB{number}")(
+        model = getattr(keras.applications, KERAS_APPLICATIONS[args.model])(
             weights=None, input_shape=(args.resolution, args.resolution, 3), classifier_activation=None)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -154,8 +155,8 @@ def build_torch(args, images, labels, timm=False):
         from efficientnet_pytorch import EfficientNet
 
         name = args.model.replace("_", "-")
-        if name.startswith("efficientnet-lite"):
-            raise Unavailable("efficientnet-pytorch has no Lite variants")
+        if name.startswith(("efficientnet-lite", "efficientnetv2")):
+            raise Unavailable("efficientnet-pytorch has no Lite or V2 variants")
         model = EfficientNet.from_name(name, image_size=args.resolution)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     channels_last = {"yes": True, "no": False}.get(args.channels_last, device.type == "cuda")

@@ -1,4 +1,5 @@
-"""Smoke tests of benchmarks/throughput.py: it runs, produces numbers and a table. Never asserts speed."""
+"""Smoke tests of benchmarks/throughput.py and benchmarks/checkpoint_save.py: they run and produce numbers
+(and a table). Never asserts speed."""
 import json
 import math
 import os
@@ -49,3 +50,16 @@ def test_quick_ours_train():
     assert summary["img_s"] == summary["impls"]["ours"]["img_s"]
     assert summary["mode"] == "train" and summary["compile_s"] > 0
     assert summary["impls"]["ours"]["self_peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_checkpoint_save_reports_blocking_times_before_and_after():
+    """benchmarks/checkpoint_save.py on B0, one timed save each way: JSON with positive times."""
+    script = SCRIPT.parent / "checkpoint_save.py"
+    proc = subprocess.run([sys.executable, str(script), "--models", "efficientnet_b0", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = report["models"]["efficientnet_b0"]
+    assert result["state_mb"] > 50 and report["jax"] and report["orbax"]
+    assert all(s > 0 and math.isfinite(s) for s in result["before_s"] + result["after_s"]), result

@@ -148,6 +148,8 @@ def test_sigkill_during_async_checkpoint_write_keeps_the_previous_one(reference,
         proc.wait()
     assert step_dirs(tmp_path) == [2, 4]  # step 6 exists only as orbax's uncommitted temporary directory
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("6.")]
+    records = sorted(p.name for p in (tmp_path / "checkpoints.sha256").iterdir())
+    assert records == ["2.0", "4.0"], records  # a record is committed after its step's data, never before
     step, _ = final_state(tmp_path)
     assert step == 4
     code, out = run(tmp_path, data_dir, jit_cache)

@@ -9,6 +9,9 @@ import efficientnet_jax as ej
 PAPER_MACS = {  # Tan & Le 2019, Table 2 (rounded figures)
     "efficientnet_b0": 0.39e9, "efficientnet_b1": 0.70e9, "efficientnet_b2": 1.0e9, "efficientnet_b3": 1.8e9,
     "efficientnet_b4": 4.2e9, "efficientnet_b5": 9.9e9, "efficientnet_b6": 19e9, "efficientnet_b7": 37e9,
+    # Tan & Le 2021, Tables 7 and 8 ("FLOPs" there are multiply-adds), at the eval resolutions.
+    "efficientnetv2_b0": 0.72e9, "efficientnetv2_b1": 1.2e9, "efficientnetv2_b2": 1.7e9, "efficientnetv2_b3": 3.0e9,
+    "efficientnetv2_s": 8.4e9, "efficientnetv2_m": 24.7e9, "efficientnetv2_l": 56.3e9,
 }
 # Our exact counts at native resolution (conv + dense multiply-adds, batch 1). B4 and B5
 # land 4.6% and 3.7% above the paper's rounded figures; timm's counter agrees with us
@@ -17,11 +20,17 @@ EXACT_MACS = {
     "efficientnet_b0": 385_814_752, "efficientnet_b1": 686_802_832, "efficientnet_b2": 993_561_872,
     "efficientnet_b3": 1_827_141_392, "efficientnet_b4": 4_393_771_024, "efficientnet_b5": 10_266_384_752,
     "efficientnet_b6": 19_067_593_536, "efficientnet_b7": 37_745_884_192,
+    # Equal to the Keras models' counts by the same counter (test_keras_parity.py).
+    "efficientnetv2_b0": 718_086_176, "efficientnetv2_b1": 1_196_819_360, "efficientnetv2_b2": 1_697_542_832,
+    "efficientnetv2_b3": 3_011_458_816, "efficientnetv2_s": 8_365_617_152, "efficientnetv2_m": 24_582_460_384,
+    "efficientnetv2_l": 56_079_699_008,
 }
 PAPER_TOLERANCE = {"efficientnet_b4": 0.05, "efficientnet_b5": 0.05}
 
 
-SLOW_TO_TRACE = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7")  # 6-20 s each
+SLOW_TO_TRACE = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",  # 6-20 s each
+                 "efficientnetv2_b1", "efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s", "efficientnetv2_m",
+                 "efficientnetv2_l")
 
 
 def macs_at_native(name):

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from efficientnet_jax.preprocess import composite_over_white
 from efficientnet_jax.specs import eval_crop_pct
 
 MAX_LEVEL = 10.0
@@ -49,8 +50,14 @@ def _random_sign(value: float, seed: tf.Tensor) -> tf.Tensor:
 # ---- Decoding, resizing and crops ------------------------------------------------------------
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
-    """JPEG, PNG, BMP or GIF bytes -> uint8 (H, W, 3); grey images become RGB."""
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    """JPEG, PNG, BMP or GIF bytes -> uint8 (H, W, 3); grey images become RGB; a PNG's transparency is
+    composited over white (``composite_over_white``, the rule ``predict`` applies too)."""
+    def png():
+        rgba = tf.cast(tf.io.decode_png(image_bytes, channels=4), tf.float32)
+        return tf.cast(tf.round(composite_over_white(rgba[..., :3], rgba[..., 3:])), tf.uint8)
+
+    is_png = tf.equal(tf.strings.substr(image_bytes, 0, 8), b"\x89PNG\r\n\x1a\n")
+    image = tf.cond(is_png, png, lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 

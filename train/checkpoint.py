@@ -1,21 +1,33 @@
-"""Orbax checkpoints that never lose a good state.
+"""Orbax checkpoints that never lose a good state and never restore a bad one.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a
 kill mid-write leaves the previous steps intact (the next save of that step removes the
 unfinished directory). On restore, a step that fails to load (truncated or corrupted
-files) is reported and the next older one is tried; once an older one loads, the
-unreadable ones are moved to ``<checkpoints>.corrupt/`` (kept for inspection, never
-deleted, and out of the way of the resumed run's saves). Orbax does not checksum array data, so
-each save also records a SHA-256 of the state in ``<checkpoints>.sha256/<step>``, checked on
-restore: a flipped bit is a corrupt step, not a silently different parameter. A save that fails (disk full,
-no permission) raises ``CheckpointError`` naming the directory and the cause; the state
-passed to ``save`` is only read, so it stays usable.
+files) or fails its integrity check is reported and the next older one is tried; once an
+older one loads, the bad ones are moved to ``<checkpoints>.corrupt/`` (kept for inspection,
+never deleted, and out of the way of the resumed run's saves).
+
+Integrity: orbax does not checksum array data, so each process records a SHA-256 of every piece
+of the state it holds (each distinct shard: its data, dtype, shape and place in the array) in
+``<checkpoints>.sha256/<step>.<process_index>``. Integrity fails closed: a step whose records are
+missing, empty, unreadable or of an unknown version is unverified and treated like a corrupt
+one. The record is committed after orbax has committed the step's data (a run killed in between
+loses that step, never trusts it unchecked), and records are pruned with their steps. Saving
+blocks the training loop only for a host copy of this process's pieces; the hashing runs on a
+background thread, and no process gathers another's data. Records of the previous format (one
+``sha256-v2`` digest of the whole state in ``<step>``) are still checked.
+
+A save that fails (disk full, no permission) raises ``CheckpointError`` naming the directory and
+the cause; the state passed to ``save`` is only read, so it stays usable.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import hashlib
+import json
 import logging
+import os
 import pathlib
 import re
 import time
@@ -40,7 +52,7 @@ _CAUSES = {
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
-def _cause(exc: BaseException) -> str | None:
+def os_error_cause(exc: BaseException) -> str | None:
     """A plain-words cause for a filesystem failure anywhere in ``exc``'s chain, else None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -57,16 +69,23 @@ def _cause(exc: BaseException) -> str | None:
     return None
 
 
-FINGERPRINT_VERSION = "sha256-v2"  # a file of another version (or none) is not checked
+FINGERPRINT_VERSION = "sha256-v3"  # per-process records of pieces, in <step>.<process_index>
+LEGACY_VERSION = "sha256-v2"  # one digest of the whole state, in <step>: written before v3, still checked
+
+
+def _name(key) -> str:  # the same for a field, a dict key or an index, so a state restored as dicts matches
+    return str(getattr(key, "name", getattr(key, "key", getattr(key, "idx", key))))
+
+
+def _leaves(state) -> dict:
+    return {"/".join(map(_name, path)): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
 
 
 def fingerprint(state) -> str:
-    """SHA-256 of every leaf's dtype, shape and bytes: orbax/tensorstore do not checksum the array data,
-    so a flipped bit in a checkpoint file would otherwise restore as a silently different number."""
-    def name(key) -> str:  # the same for a field, a dict key or an index, so a state restored as dicts matches
-        return str(getattr(key, "name", getattr(key, "key", getattr(key, "idx", key))))
-
-    leaves = {"/".join(map(name, path)): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
+    """SHA-256 of every leaf's dtype, shape and bytes, the whole state on one host (the ``sha256-v2``
+    records): orbax/tensorstore do not checksum the array data, so a flipped bit in a checkpoint file
+    would otherwise restore as a silently different number."""
+    leaves = _leaves(state)
     digest = hashlib.sha256()
     for path in sorted(leaves):
         array = np.ascontiguousarray(jax.device_get(leaves[path]))
@@ -75,17 +94,68 @@ def fingerprint(state) -> str:
     return digest.hexdigest()
 
 
+def _span(index: tuple, shape: tuple) -> str:
+    """A shard's place in its array, e.g. '0:8,0:32' (the same whichever devices hold it)."""
+    return ",".join(f"{0 if s.start is None else s.start}:{n if s.stop is None else s.stop}"
+                    for s, n in zip(index, shape))
+
+
+def host_pieces(state) -> dict[str, np.ndarray]:
+    """This process's distinct pieces of every leaf of ``state``, in host memory it owns:
+    ``{'path@span': array}``. A replicated array is one piece; a sharded one gives the shards this
+    process holds, each once. The copies stay valid after the state's buffers are donated."""
+    leaves = _leaves(state)
+    shards = {}
+    for path, leaf in leaves.items():
+        if isinstance(leaf, jax.Array):
+            for shard in leaf.addressable_shards:
+                shards.setdefault(f"{path}@{_span(shard.index, leaf.shape)}", shard.data)
+        else:
+            leaf = np.asarray(leaf)
+            shards[f"{path}@{_span((slice(None),) * leaf.ndim, leaf.shape)}"] = leaf
+    arrays = jax.device_get(list(shards.values()))  # one call: all transfers start before any is waited for
+    return {key: array.copy() if not array.flags.owndata else array  # on CPU a view of the device buffer
+            for key, array in zip(shards, map(np.asarray, arrays))}
+
+
+def piece_digests(pieces: dict[str, np.ndarray]) -> dict[str, str]:
+    """SHA-256 of each piece's dtype, shape and bytes (hashlib releases the GIL: this runs beside training)."""
+    digests = {}
+    for key, array in pieces.items():
+        digest = hashlib.sha256(f"{key}:{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        digests[key] = digest.hexdigest()
+    return digests
+
+
+class Unverified(Exception):
+    """A step's integrity records are missing, unreadable or of another version."""
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)  # readers see the whole record or none
+
+
 class Checkpoints:
-    def __init__(self, directory: pathlib.Path, *, keep: int = 3, async_save: bool = True):
+    """``quarantine=False`` (readers such as ``train.restore``, which may run beside a training run whose
+    newest step has no record yet) skips bad steps without moving them."""
+
+    def __init__(self, directory: pathlib.Path, *, keep: int = 3, async_save: bool = True, quarantine: bool = True):
         self.directory = pathlib.Path(directory).absolute()
         self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                      create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self._async = async_save
+        self._quarantine_bad = quarantine
         self._writing: int | None = None  # the step an asynchronous save may still be writing
-        self.fingerprints = self.directory.with_name(self.directory.name + ".sha256")  # one file per step
+        self._digests: concurrent.futures.Future | None = None  # its pieces' SHA-256, being computed
+        self._hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint_sha256")
+        self.fingerprints = self.directory.with_name(self.directory.name + ".sha256")  # the records
 
     def _failed(self, step: int | None, e: BaseException) -> CheckpointError:
-        self._writing = None
+        self._writing, self._digests = None, None
         # Orbax re-raises a failed asynchronous save on every later call: a fresh manager lets the
         # caller save again (e.g. once space is freed); the failure is reported once, here.
         try:
@@ -93,7 +163,7 @@ class Checkpoints:
         except Exception:  # noqa: BLE001 - the same failure again
             pass
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
-        cause = _cause(e) or f"{type(e).__name__}: {str(e)[:500]}"
+        cause = os_error_cause(e) or f"{type(e).__name__}: {str(e)[:500]}"
         good = [s for s in self.manager.all_steps() if s != step]
         return CheckpointError(
             f"Could not write the checkpoint of step {step} to {self.directory}: {cause}. Free disk space, fix "
@@ -102,46 +172,142 @@ class Checkpoints:
         )
 
     def save(self, step: int, state) -> None:
+        """Start writing ``state`` as ``step``; returns once this process's part is copied to host memory."""
         self.wait()  # orbax waits for the previous save anyway; its failure is reported as that step's
         try:
-            if jax.process_index() == 0:  # written before the step commits: a step never lacks its own
-                self.fingerprints.mkdir(exist_ok=True)
-                (self.fingerprints / str(step)).write_text(f"{FINGERPRINT_VERSION} {fingerprint(state)}")
+            pieces = host_pieces(state)
             self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         except Exception as e:  # noqa: BLE001
             raise self._failed(step, e) from e
-        self._writing = step
+        self._writing, self._digests = step, self._hasher.submit(piece_digests, pieces)
+        if not self._async:
+            self.wait()
+
+    def poll(self) -> None:
+        """Commit the record of a save that has finished writing (cheap; the loop calls it every step), so a
+        step is unverified only for the moment between its commit and its record's."""
+        if (self._writing is not None and self._digests.done()
+                and not self.manager.is_saving_in_progress()):
+            self.wait()
 
     def wait(self) -> None:
+        """Wait for the save in progress, then commit its record."""
         try:
             self.manager.wait_until_finished()
+            if self._writing is not None:
+                self._commit_record(self._writing, self._digests.result())
         except Exception as e:  # noqa: BLE001
             raise self._failed(self._writing, e) from e
-        self._writing = None
+        self._writing, self._digests = None, None
+
+    def _commit_record(self, step: int, digests: dict[str, str]) -> None:
+        self.fingerprints.mkdir(exist_ok=True)
+        record = {"version": FINGERPRINT_VERSION, "step": step, "process_index": jax.process_index(),
+                  "process_count": jax.process_count(), "pieces": digests}
+        _write_atomically(self.fingerprints / f"{step}.{jax.process_index()}", json.dumps(record))
+        if jax.process_index() == 0:
+            self._prune_records()
+
+    def _prune_records(self) -> None:
+        """Delete the records of steps orbax no longer keeps (``keep``): a record never outlives its step."""
+        kept = {p.name for p in self.directory.iterdir() if p.name.isdigit()}
+        for record in self.fingerprints.iterdir():
+            if record.name.split(".")[0] not in kept and not record.name.startswith("."):
+                record.unlink(missing_ok=True)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore_latest(self, abstract_state):
-        """(state, step) of the newest checkpoint that loads, or (None, 0) when there is none."""
-        failures = []
-        for step in reversed(self.steps()):
+    def _records(self, step: int) -> list[dict]:
+        """The step's records (v3: one per process that saved it; legacy: one), or ``Unverified``."""
+        legacy = self.fingerprints / str(step)
+        found = sorted(self.fingerprints.glob(f"{step}.*")) if self.fingerprints.is_dir() else []
+        if not found and legacy.is_file():
             try:
+                version, digest = legacy.read_text().split()
+            except (OSError, ValueError) as e:
+                raise Unverified(f"its integrity record {legacy} is unreadable ({e})") from None
+            if version != LEGACY_VERSION:
+                raise Unverified(f"its integrity record {legacy} is of an unknown version {version!r}")
+            return [{"version": LEGACY_VERSION, "digest": digest}]
+        if not found:
+            raise Unverified(f"it has no integrity record in {self.fingerprints}")
+        records = []
+        for path in found:
+            try:
+                record = json.loads(path.read_text())
+                version, count = record["version"], int(record["process_count"])
+                if not isinstance(record["pieces"], dict):
+                    raise TypeError("pieces is not a mapping")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise Unverified(f"its integrity record {path} is empty or unreadable ({type(e).__name__}: "
+                                 f"{str(e)[:200]})") from None
+            if version != FINGERPRINT_VERSION:
+                raise Unverified(f"its integrity record {path} is of an unknown version {version!r}")
+            records.append(record)
+        if {str(i) for i in range(count)} != {p.name.split(".", 1)[1] for p in found}:
+            raise Unverified(f"it has integrity records {[p.name for p in found]} for a save by {count} processes")
+        return records
+
+    def _verify(self, step: int, state) -> None:
+        """Raise ``ValueError`` unless every piece of ``state`` this process holds matches its record."""
+        records = self._records(step)
+        if records[0]["version"] == LEGACY_VERSION:
+            if fingerprint(state) != records[0]["digest"]:
+                raise ValueError(f"its arrays do not match the SHA-256 recorded when it was saved "
+                                 f"({self.fingerprints / str(step)})")
+            return
+        expected = {}
+        for record in records:
+            expected.update(record["pieces"])
+        got = piece_digests(host_pieces(state))
+        wrong = [key for key, digest in got.items() if key in expected and expected[key] != digest]
+        if wrong:
+            raise ValueError(f"{len(wrong)} arrays do not match the SHA-256 recorded when it was saved "
+                             f"(e.g. {wrong[0]}; records {self.fingerprints}/{step}.*)")
+        unmatched = [key for key in got if key not in expected]
+        if unmatched and records[0]["process_count"] == jax.process_count():
+            raise ValueError(f"{len(unmatched)} arrays have no recorded SHA-256 (e.g. {unmatched[0]})")
+        if unmatched:  # restored onto another topology: those shards were saved cut otherwise
+            logging.warning("Checkpoint of step %d: %d of %d pieces are cut differently on this topology than "
+                            "when saved and could not be checked.", step, len(unmatched), len(got))
+
+    def restore_latest(self, abstract_state):
+        """(state, step) of the newest checkpoint that loads and passes its integrity check, or (None, 0)
+        when there is none. With several processes they agree on the step (one's bad shard fails it for all)."""
+        failures, unrecorded = [], []
+        for step in reversed(self.steps()):
+            state, problem = None, None
+            try:
+                self._records(step)  # an unverified step is not even read
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-                expected = self.fingerprints / str(step)
-                recorded = expected.read_text().split() if expected.exists() else []
-                if recorded[:1] == [FINGERPRINT_VERSION] and recorded[1:] != [fingerprint(state)]:  # other versions: unchecked
-                    raise ValueError(f"its arrays do not match the SHA-256 recorded when it was saved ({expected})")
+                self._verify(step, state)
+            except Unverified as e:
+                problem = f"Unverified: {e}"
+                unrecorded.append(step)
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unusable"
-                logging.warning("Checkpoint of step %d in %s is corrupt or incomplete and cannot be restored "
-                                "(%s: %s); trying an older one.", step, self.directory, type(e).__name__, str(e)[:300])
+                problem = f"{type(e).__name__}: {str(e)[:300]}"
+            problem = _agreed(problem)
+            if problem is not None:
+                logging.warning("Checkpoint of step %d in %s is corrupt or incomplete and cannot be "
+                                "restored (%s); trying an older one.", step, self.directory, problem)
                 failures.append(step)
                 continue
-            if failures:
+            if failures and self._quarantine_bad:
                 moved = self._quarantine(failures)
                 logging.warning("Resuming from step %d; the unreadable checkpoints of steps %s were moved, not "
                                 "deleted, to %s.", step, failures, moved)
+            elif failures:
+                logging.warning("Using step %d; the unusable checkpoints of steps %s were left in place.",
+                                step, failures)
             return state, step
+        if failures and unrecorded == failures and self._quarantine_bad:
+            # Only steps without (valid) records, e.g. the first checkpoint of a run killed between its
+            # commit and its record's: nothing to resume from, nothing restored unchecked.
+            moved = self._quarantine(failures)
+            logging.warning("Starting from scratch: no checkpoint passes its integrity check; the unverified "
+                            "checkpoints of steps %s were moved, not deleted, to %s.", failures, moved)
+            return None, 0
         if failures:
             raise CheckpointError(
                 f"None of the checkpoints {failures} in {self.directory} can be restored. They were left in place; "
@@ -150,12 +316,19 @@ class Checkpoints:
         return None, 0
 
     def _quarantine(self, steps: list[int]) -> pathlib.Path:
-        """Move unreadable steps out of the manager's directory so the resumed run can save them anew."""
+        """Move unreadable steps, and their records, out of the manager's directory so the resumed run can
+        save them anew."""
         target = self.directory.with_name(self.directory.name + ".corrupt")
         if jax.process_index() == 0:
             target.mkdir(exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
             for step in steps:
-                (self.directory / str(step)).rename(target / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+                (self.directory / str(step)).rename(target / f"{step}-{stamp}")
+                records = ([self.fingerprints / str(step), *self.fingerprints.glob(f"{step}.*")]
+                           if self.fingerprints.is_dir() else [])
+                for record in (r for r in records if r.exists()):
+                    (target / "sha256").mkdir(exist_ok=True)
+                    record.rename(target / "sha256" / f"{record.name}-{stamp}")
         if jax.process_count() > 1:
             ocp.multihost.sync_global_processes("efficientnet_jax_quarantine")
         self.manager.reload()
@@ -166,6 +339,20 @@ class Checkpoints:
             self.wait()
         finally:
             self.manager.close()
+            self._hasher.shutdown(wait=False)
+
+
+def _agreed(problem: str | None) -> str | None:
+    """``problem``, or with several processes the same verdict on all: one process's failure fails the step
+    for every process (each checks only the pieces it holds)."""
+    if jax.process_count() == 1:
+        return problem
+    from jax.experimental import multihost_utils
+
+    failed = multihost_utils.process_allgather(np.int32(problem is not None))
+    if problem is None and np.any(failed):
+        problem = f"processes {np.flatnonzero(failed).tolist()} found it unusable"
+    return problem
 
 
 def with_sharding(abstract_tree, sharding):

@@ -55,6 +55,10 @@ class DatasetNotFoundError(ValueError):
     """The dataset is known but its data is not where we looked."""
 
 
+class DataError(ValueError):
+    """The data is there but wrong: labels outside the classes, a corrupt file, too few classes or examples."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -143,6 +147,20 @@ class _TfdsSource:
         return tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count,
                                           drop_remainder=drop_remainder)
 
+    def corrupt_files(self, split: str) -> list[str]:
+        """The record files of ``split`` that do not read to the end (checksums, truncation), by a full read."""
+        if not self.splits:
+            return []
+        bad = []
+        for instruction in self.builder.info.splits[split].file_instructions:
+            path = os.fspath(instruction.filename)
+            try:
+                for _ in tf.data.TFRecordDataset(path):
+                    pass
+            except tf.errors.OpError:
+                bad.append(path)
+        return bad
+
     def records(self, split: str, *, process_index: int, process_count: int, drop_remainder: bool,
                 order: tuple[tf.Tensor, tf.Tensor] | None = None, window: int = 0) -> tf.data.Dataset:
         shard = self._shard(split, process_index, process_count, drop_remainder)
@@ -213,6 +231,10 @@ class _FolderSource:
             logging.warning("Skipping %d of the %d images of %s:%s that cannot be decoded: %s%s", len(bad),
                             len(examples), self.name, split, ", ".join(bad[:5]), " ..." if len(bad) > 5 else "")
         return [e for e, ok in zip(examples, _DECODABLE[key]) if ok]
+
+    def corrupt_files(self, split: str) -> list[str]:
+        del split  # undecodable images are found (and skipped or refused) when a split is first used
+        return []
 
     def records(self, split: str, *, process_index: int, process_count: int, drop_remainder: bool,
                 order: tuple[tf.Tensor, tf.Tensor] | None = None, window: int = 0) -> tf.data.Dataset:
@@ -314,7 +336,45 @@ def open_dataset(config, *, train: bool = True) -> Dataset:
                        num_train_examples=source.num_examples(train_split),
                        num_eval_examples=source.num_examples(eval_split),
                        train_split=train_split, eval_split=eval_split, label_names=source.label_names)
+    if train and info.num_classes < 2:  # evaluating an ImageNet model on one class folder is fine
+        raise DataError(f"{info.name} has {info.num_classes} class{'es' if info.num_classes != 1 else ''} "
+                        f"({', '.join(info.label_names) or 'no names'}): a classifier needs at least 2 "
+                        "(for folders: one subfolder per class under each split)")
+    for role, split, count in (("train", train_split, info.num_train_examples),
+                               ("eval", eval_split, info.num_eval_examples)):
+        if count == 0 and (train or role == "eval"):
+            raise DataError(f"The {role} split {split!r} of {info.name} is empty (0 examples"
+                            f"{', after skipping undecodable images' if info.name.startswith('folder:') else ''}); "
+                            f"set --config.{role}_split to a split with examples")
     return Dataset(config=config, source=source, info=info)
+
+
+def checked_batches(batches: Iterator[dict[str, np.ndarray]], source, split: str,
+                    num_classes: int) -> Iterator[dict[str, np.ndarray]]:
+    """``batches`` with every real label checked against ``[0, num_classes)`` (an all-zero one-hot target
+    in training, NaN in evaluation otherwise) and a corrupt record file named instead of TensorFlow's
+    position-only ``DataLossError``."""
+    seen = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as e:
+            bad = source.corrupt_files(split)
+            where = f"the record file{'s' if len(bad) > 1 else ''} {', '.join(bad)}" if bad else "a record file"
+            raise DataError(f"{source.name}:{split}: {where} is corrupt ({e.message.splitlines()[0][:200]}); "
+                            "rebuild the dataset (tfds build --overwrite) or restore the file") from None
+        labels = batch["label"] if "mask" not in batch else batch["label"][batch["mask"]]
+        outside = (labels < 0) | (labels >= num_classes)
+        if outside.any():
+            first = seen + int(np.argmax(outside))
+            raise DataError(f"{source.name}:{split}: {int(outside.sum())} of the {len(labels)} examples "
+                            f"{seen}..{seen + len(labels) - 1} read by this process have labels outside "
+                            f"[0, {num_classes}) (example {first} has label {int(labels[np.argmax(outside)])}); "
+                            "fix the labels or the dataset's class count")
+        seen += len(labels)
+        yield batch
 
 
 def dataset_info(config) -> DatasetInfo:
@@ -430,7 +490,7 @@ class Dataset:
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.batch(local_batch_size, drop_remainder=True).map(_normalizer(config))
         ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
-        yield from ds.as_numpy_iterator()
+        yield from checked_batches(ds.as_numpy_iterator(), source, split, self.info.num_classes)
 
     def eval_iterator(self, *, local_batch_size: int, process_index: int = 0,
                       process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
@@ -442,7 +502,7 @@ class Dataset:
         split = self.info.eval_split
         total = self.source.num_examples(split)
         num_batches = max(1, math.ceil(total / (local_batch_size * process_count)))
-        size, crop_pct = self.config.image_size, self.eval_crop_pct
+        size, crop_pct = self.config.eval_image_size or self.config.image_size, self.eval_crop_pct
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)], autograph=False)
         def preprocess(image_bytes, label):
@@ -456,7 +516,8 @@ class Dataset:
                    "mask": tf.constant(False)}
         ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches * local_batch_size)
         ds = ds.batch(local_batch_size).map(_normalizer(self.config)).prefetch(tf.data.AUTOTUNE)
-        yield from ds.with_options(_options()).as_numpy_iterator()
+        yield from checked_batches(ds.with_options(_options()).as_numpy_iterator(), self.source, split,
+                                   self.info.num_classes)
 
 
 def train_iterator(config, **kwargs) -> Iterator[dict[str, np.ndarray]]:

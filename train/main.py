@@ -43,11 +43,13 @@ def main(argv):
     logging.getLogger("absl").addFilter(_QuietLibraries())
     from train.checkpoint import CheckpointError
     from train.input_pipeline import DatasetNotFoundError
+    from train.metrics import OutputError
     from train.train import TrainingError, train_and_evaluate
 
     try:
         result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, TrainingError, CheckpointError, DatasetNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError, TrainingError, CheckpointError, DatasetNotFoundError,
+            OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if result.get("preempted"):

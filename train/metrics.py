@@ -7,6 +7,26 @@ import pathlib
 import sys
 import time
 
+from train.checkpoint import os_error_cause
+
+
+class OutputError(RuntimeError):
+    """A run output (metrics.jsonl, TensorBoard events, config.json) cannot be written: disk full, quota,
+    permissions. The message says which file and why; checkpoints already written are untouched."""
+
+    def __init__(self, path, error: BaseException):
+        cause = os_error_cause(error) or f"{type(error).__name__}: {str(error)[:300]}"
+        super().__init__(f"Could not write {path}: {cause}. Free disk space, fix the permissions or point "
+                         "--workdir elsewhere, then rerun the same command: it resumes from the newest checkpoint.")
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    """``path.write_text(text)``, with a failure of the file system as ``OutputError``."""
+    try:
+        pathlib.Path(path).write_text(text)
+    except OSError as e:
+        raise OutputError(path, e) from e
+
 
 class MetricWriter:
     """Writes on process 0 only; every record has ``step``, ``epoch`` and ``split``."""
@@ -18,22 +38,32 @@ class MetricWriter:
         if enabled:
             import tensorflow as tf  # already loaded by the input pipeline; CPU only
 
-            self._tb = tf.summary.create_file_writer(str(pathlib.Path(workdir) / "tensorboard"))
+            tensorboard = pathlib.Path(workdir) / "tensorboard"
+            try:
+                self._tb = tf.summary.create_file_writer(str(tensorboard))
+            except (OSError, tf.errors.OpError) as e:
+                raise OutputError(tensorboard, e) from e
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         record = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, str)) else v)
                   for k, v in record.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise OutputError(self.path, e) from e
         import tensorflow as tf
 
-        with self._tb.as_default(step=int(record["step"])):
-            for key, value in record.items():
-                if key not in ("step", "split") and isinstance(value, (int, float)):
-                    tf.summary.scalar(f"{record['split']}/{key}", value)
-        self._tb.flush()
+        try:
+            with self._tb.as_default(step=int(record["step"])):
+                for key, value in record.items():
+                    if key not in ("step", "split") and isinstance(value, (int, float)):
+                        tf.summary.scalar(f"{record['split']}/{key}", value)
+            self._tb.flush()
+        except (OSError, tf.errors.OpError) as e:
+            raise OutputError(self.path.with_name("tensorboard"), e) from e
 
     def close(self) -> None:
         if self._tb is not None:

@@ -51,12 +51,14 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def restore_run(workdir: str | pathlib.Path) -> Run:
-    """The run in ``workdir`` at its newest checkpoint that loads (an unreadable newer one is skipped and
-    kept, as when training resumes). The model must be one ``train.models`` builds by name; the class
-    count comes from the checkpoint's classifier, so the dataset is not needed."""
+    """The run in ``workdir`` at its newest checkpoint that loads and passes its integrity check (a bad newer
+    one is skipped and left in place: only the training run, which holds the workdir, moves bad steps aside,
+    since a reader may run beside it while its newest step's integrity record is still being written). The
+    model must be one ``train.models`` builds by name; the class count comes from the checkpoint's
+    classifier, so the dataset is not needed."""
     workdir = pathlib.Path(workdir).absolute()
     config = load_config(workdir)
-    checkpoints = Checkpoints(workdir / "checkpoints", async_save=False)
+    checkpoints = Checkpoints(workdir / "checkpoints", async_save=False, quarantine=False)
     try:
         state, step = checkpoints.restore_latest(None)  # as saved: no optimizer or mesh to rebuild
     finally:

@@ -131,6 +131,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, base_key,
         "loss": loss, "accuracy": correct / labels.shape[0], "learning_rate": schedule(state.step),
         "finite": finite,
     }
+    if "stop" in batch:  # each process's preemption flag; the max is taken over the global batch, i.e. all of them
+        metrics["stop"] = jnp.max(batch["stop"])
     return kept, metrics
 
 

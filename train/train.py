@@ -22,13 +22,13 @@ import numpy as np
 
 import efficientnet_jax as ej
 from efficientnet_jax.specs import IMAGENET_MEAN, IMAGENET_STD
-from train import input_pipeline, models, progressive, sharding
+from train import input_pipeline, models, progressive, sharding, workdir_lock
 from train.checkpoint import Checkpoints, with_sharding
 from train.evaluate import evaluate_batches
-from train.metrics import MetricWriter, Progress
+from train.metrics import MetricWriter, Progress, write_text
 from train.models import DTYPES
 from train.optim import build_optimizer
-from train.pretrained import load_into_state
+from train.pretrained import load_into_state, read_pretrained
 from train.step import create_train_state, eval_step, train_step
 
 # A model_factory gets (num_classes, dtype) and returns a Flax module with the EfficientNet conventions:
@@ -98,9 +98,11 @@ def initial_state(config, model, tx, key, checkpoints: Checkpoints, replicated) 
     if state is not None:
         logging.info("Resumed from step %d in %s", step, checkpoints.directory)
         return state, step
+    pretrained = (read_pretrained(config.pretrained, config.model, model=model, partial=config.pretrained_partial)
+                  if config.pretrained else None)  # read and checked first: a bad file fails before compiling
     state = jax.jit(init_fn, out_shardings=replicated)(key)
-    if config.pretrained:
-        state = load_into_state(state, config.pretrained, replicated, model_name=config.model)
+    if pretrained is not None:
+        state = load_into_state(state, pretrained, replicated)
         logging.info("Initialized from pretrained weights %s", config.pretrained)
     return state, 0
 
@@ -132,18 +134,46 @@ def _compiled_together(jitted, name: str):
 
 
 class _Preemption:
-    """SIGTERM (Cloud TPU preemption, ``kill``) asks the loop to checkpoint and stop at the next step."""
+    """SIGTERM (Cloud TPU preemption, ``kill``) asks the loop to checkpoint and stop.
+
+    One process alone stops after the step during which the signal came. With several processes each
+    one's own flag is not enough: hosts that see SIGTERM at different steps would disagree, one entering
+    the checkpoint save (a collective) while another runs the next step, and the job would hang without
+    its checkpoint. So every step carries each process's flag in its batch (entry ``stop``) and the step
+    returns their maximum, reduced over all processes with the gradients at no extra cost; all processes
+    read the previous step's value (already computed, so the loop does not wait on the current step) and
+    stop after the same step, one step after the first flag.
+    """
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.requested = False  # this process received SIGTERM
+        self._several = jax.process_count() > 1
+        self._previous = None  # several processes: the previous step's agreed flag, on the device
+        self._previous_handler = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
+        if self.requested:  # the handler only sets a flag: a save in progress goes on
+            logging.warning("SIGTERM received again: the checkpoint is being saved; the run stops once it is "
+                            "written.")
+            return
         logging.warning("SIGTERM received: saving a checkpoint and stopping.")
         self.requested = True
 
+    def mark(self, local: dict) -> dict:
+        """``local`` (this process's batch), with several processes plus this process's flag."""
+        if not self._several:
+            return local
+        return {**local, "stop": np.full(len(local["label"]), self.requested, np.int32)}
+
+    def agreed(self, metrics: dict) -> bool:
+        """Whether to checkpoint and stop after the step that returned ``metrics``: the same on every process."""
+        if not self._several:
+            return self.requested
+        previous, self._previous = self._previous, metrics["stop"]
+        return previous is not None and bool(jax.device_get(previous))
+
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        signal.signal(signal.SIGTERM, self._previous_handler)
 
 
 def _final_dropout(model) -> float | None:
@@ -221,9 +251,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     config = resolve_config(config, custom_model=model_factory is not None)
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = workdir_lock.acquire(workdir)  # before anything is written: a second run touches nothing
+    except workdir_lock.WorkdirInUseError as e:
+        raise TrainingError(str(e)) from None
+    try:
+        return _train_in(config, workdir, model_factory)
+    finally:
+        lock.release()
+
+
+def _train_in(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+              model_factory: ModelFactory | None) -> dict:
+    """``train_and_evaluate`` once the config is resolved and this run holds ``workdir``."""
     is_main = jax.process_index() == 0
     if is_main:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
 
     # ---- Mesh: one `data` axis over every device of every process ----------------------------
     mesh = sharding.make_mesh()
@@ -284,12 +327,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     try:
         for step in range(start_step, total_steps):
             stage, local = next(batches)
-            state, metrics = train_fn_for(stage)(state, sharding.global_batch(local, batch_sharding))
+            batch = sharding.global_batch(preemption.mark(local), batch_sharding)
+            state, metrics = train_fn_for(stage)(state, batch)
             pending.append(metrics)
             done = step + 1
             is_last = done == total_steps
+            stop = preemption.agreed(metrics)
             log_now = is_last or done % config.log_every_steps == 0
-            save_now = is_last or preemption.requested or done % config.checkpoint_every_steps == 0
+            save_now = is_last or stop or done % config.checkpoint_every_steps == 0
             if log_now or save_now:  # never save a state before its steps were checked for NaN
                 fetched = jax.device_get(pending)
                 bad = _checked(fetched, done, config.nan_policy, checkpoints)
@@ -303,14 +348,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 pending, window_start = [], time.time()
             else:
                 progress.update(done)
+            if save_now:  # before any eval of the step: a preemption's grace period goes to the save
+                checkpoints.save(done, state)
+            if stop and not is_last:
+                checkpoints.wait()
+                logging.warning("Stopped at step %d after SIGTERM%s; rerun the same command to resume.", done,
+                                "" if preemption.requested else " (received by another process)")
+                return {**last_eval, "preempted": True, "step": done}  # the step saved, not the last eval's
             if is_last or (config.eval_every_steps > 0 and done % config.eval_every_steps == 0):
                 last_eval = run_eval(state, done)
-            if save_now:
-                checkpoints.save(done, state)
-            if preemption.requested and not is_last:
-                checkpoints.wait()
-                logging.warning("Stopped at step %d after SIGTERM; rerun the same command to resume.", done)
-                return {"preempted": True, "step": done, **last_eval}
+            checkpoints.poll()
         if start_step >= total_steps:  # nothing left to train: report the restored state
             last_eval = run_eval(state, start_step)
     finally:
@@ -320,5 +367,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         checkpoints.close()
         writer.close()
     if is_main:
-        (workdir / "final_metrics.json").write_text(json.dumps(last_eval, indent=2))
+        write_text(workdir / "final_metrics.json", json.dumps(last_eval, indent=2))
     return last_eval

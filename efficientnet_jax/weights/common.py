@@ -13,7 +13,22 @@ Path = tuple[str, ...]  # ('params', 'stage2_block1', 'dw_conv', 'kernel')
 
 
 class WeightConversionError(ValueError):
-    """Source weights do not fit the target model (names or shapes)."""
+    """Source weights do not fit the target model (names, shapes, dtypes, settings) or are not finite."""
+
+
+class WeightFileError(WeightConversionError):
+    """A weights file cannot be read at all (corrupt, truncated, refused pickle, malformed metadata).
+
+    Raised at the reading boundary (``readers.py``, ``io.py``) for every way a file's bytes can be bad,
+    so that callers handle one exception type and command-line tools print one line.
+    """
+
+    def __init__(self, path, cause, fix: str = "re-download or re-convert it"):
+        super().__init__(f"cannot read weights file {path}: {cause}; {fix}")
+
+
+# Casts a converter may make on its own: the precision a model computes in is not the file's business.
+INTERCHANGEABLE_DTYPES = frozenset({np.dtype("float32"), np.dtype(jnp.bfloat16)})
 
 
 def flatten(tree: Mapping) -> dict[Path, Any]:
@@ -94,4 +109,29 @@ def fill(
         problems.append(f"{len(mismatched)} shape mismatches: " + "; ".join(mismatched[:12]))
     if problems:
         raise WeightConversionError(f"Cannot convert weights from {source}. " + " ".join(problems))
+    check_dtypes({p: (values[p], skeleton[p].dtype) for p in skeleton}, source)
     return unflatten({p: jnp.asarray(values[p], dtype=skeleton[p].dtype) for p in skeleton})
+
+
+def check_dtypes(pairs: Mapping[Path, tuple[Any, Any]], source: str) -> None:
+    """``WeightConversionError`` naming every ``path: (value, target dtype)`` whose cast would change what the
+    numbers mean (float64 rounded, int8 or bool read as floats); float32 <-> bfloat16 is allowed."""
+    bad = []
+    for path, (value, target) in sorted(pairs.items()):
+        have, want = np.dtype(getattr(value, "dtype", np.asarray(value).dtype)), np.dtype(target)
+        if have != want and not {have, want} <= INTERCHANGEABLE_DTYPES:
+            bad.append(f"{'/'.join(path)}: {have} in {source}, the model needs {want}")
+    if bad:
+        raise WeightConversionError(f"{len(bad)} weights of {source} have a dtype the model does not take "
+                                    f"(only float32 <-> bfloat16 is converted): " + "; ".join(bad[:12]))
+
+
+def check_finite(variables: Mapping, source: str) -> None:
+    """``WeightConversionError`` naming the leaves with NaN or infinite values: such weights would load
+    and then predict ``nan`` (or train on garbage) without any other sign."""
+    bad = [path for path, leaf in flatten(variables).items()
+           if jnp.issubdtype(np.asarray(leaf).dtype, jnp.inexact)
+           and not np.isfinite(np.asarray(leaf, np.float32)).all()]
+    if bad:
+        raise WeightConversionError(f"{source} holds NaN or infinite values in {len(bad)} weights: {_show(bad)}; "
+                                    "the file is corrupt or came from a diverged run")

@@ -19,7 +19,7 @@ from safetensors.numpy import save_file
 
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.specs import model_info
-from efficientnet_jax.weights.common import flatten, unflatten
+from efficientnet_jax.weights.common import WeightFileError, flatten, unflatten
 
 _METADATA_KEY = "__metadata__"  # a JSON string beside the variables (msgpack) or in the header (safetensors)
 
@@ -58,11 +58,11 @@ def load_variables_and_metadata(path: str | pathlib.Path) -> tuple[dict, dict[st
             with safe_open(str(path), framework="numpy") as f:
                 header = f.metadata() or {}
                 flat = {tuple(k.split("/")): f.get_tensor(k) for k in f.keys()}
-            return unflatten(flat), json.loads(header.get(_METADATA_KEY, "{}"))
+            return unflatten(flat), _metadata(header.get(_METADATA_KEY, "{}"))
         tree = flax.serialization.msgpack_restore(path.read_bytes())
         if not isinstance(tree, dict):
             raise ValueError(f"it holds a {type(tree).__name__}, not a dict of variables")
-        metadata = json.loads(tree.pop(_METADATA_KEY, "{}"))
+        metadata = _metadata(tree.pop(_METADATA_KEY, "{}"))
         # msgpack decodes many junk byte strings (b'\x80' is an empty map): only arrays under 'params' are weights
         if not (isinstance(tree.get("params"), dict) and jax.tree.leaves(tree)
                 and all(isinstance(x, np.ndarray) for x in jax.tree.leaves(tree))):
@@ -70,7 +70,20 @@ def load_variables_and_metadata(path: str | pathlib.Path) -> tuple[dict, dict[st
         return tree, metadata
     except Exception as e:  # noqa: BLE001 - any decoding failure means a bad file
         kind = "safetensors" if _is_safetensors(path) else "msgpack"
-        raise ValueError(f"{path} is not a {kind} weights file written by save_variables ({e})") from e
+        raise WeightFileError(path, f"it is not a {kind} weights file written by save_variables ({e})",
+                              "it is truncated or of another format: save it again") from e
+
+
+def _metadata(text) -> dict[str, Any]:
+    """The metadata JSON of a file: an object whose known fields have the types ``save_pretrained`` writes."""
+    metadata = json.loads(text)
+    if not isinstance(metadata, dict):
+        raise ValueError(f"its metadata is a JSON {type(metadata).__name__}, not an object")
+    expected = {"model": str, "num_classes": int, "overrides": dict, "source": str}
+    for key, kind in expected.items():
+        if metadata.get(key) is not None and not isinstance(metadata[key], kind):
+            raise ValueError(f"its metadata field {key!r} is {metadata[key]!r}, not a {kind.__name__}")
+    return metadata
 
 
 def load_variables(path: str | pathlib.Path) -> dict:

@@ -1,8 +1,10 @@
-"""keras.applications.EfficientNetB0-B7 <-> our variables.
+"""keras.applications.EfficientNetB0-B7 and EfficientNetV2B0-B3/S/M/L <-> our variables.
 
 The map is one table from our module names to Keras layer names (``block2a_dwconv``
-...), plus each layer's weight order. Works with Keras 3 on any backend; this module
-does not import Keras (the caller passes a built model).
+...), plus each layer's weight order. Keras names V1's and V2's layers alike except the
+depthwise conv (V2: ``dwconv2``); Fused-MBConv reuses ``expand_conv``/``project_conv``, as ours
+does. Works with Keras 3 on any backend; this module does not import Keras (the caller passes
+a built model).
 """
 from __future__ import annotations
 
@@ -12,9 +14,14 @@ from typing import Any
 import numpy as np
 
 from efficientnet_jax.model import create_model
-from efficientnet_jax.specs import list_models
 from efficientnet_jax.weights.common import Path, WeightConversionError, fill, flatten, variables_skeleton
 
+# Our names -> the keras.applications constructors (Keras has no V2-XL).
+KERAS_APPLICATIONS = {
+    **{f"efficientnet_b{i}": f"EfficientNetB{i}" for i in range(8)},
+    **{f"efficientnetv2_b{i}": f"EfficientNetV2B{i}" for i in range(4)},
+    "efficientnetv2_s": "EfficientNetV2S", "efficientnetv2_m": "EfficientNetV2M", "efficientnetv2_l": "EfficientNetV2L",
+}
 # Our top-level modules -> Keras layers.
 _TOP_LEVEL = {"stem_conv": "stem_conv", "stem_bn": "stem_bn", "head_conv": "top_conv", "head_bn": "top_bn", "classifier": "predictions"}
 # Our block submodules -> the suffix after Keras's "block{stage}{letter}_".
@@ -34,13 +41,14 @@ _BLOCK = re.compile(r"stage(\d+)_block(\d+)$")
 _IGNORED_KERAS_CLASSES = ("Normalization",)
 
 
-def keras_location(path: Path) -> tuple[str, int]:
-    """(Keras layer name, index in its get_weights()) of one of our variables."""
+def keras_location(path: Path, v2: bool = False) -> tuple[str, int]:
+    """(Keras layer name, index in its get_weights()) of one of our variables; ``v2``: an EfficientNetV2."""
     collection, *modules, leaf = path
     match = _BLOCK.match(modules[0])
     if match:
         stage, index = int(match[1]), int(match[2])
-        layer = f"block{stage}{chr(ord('a') + index - 1)}_{_IN_BLOCK[tuple(modules[1:])]}"
+        suffix = _IN_BLOCK[tuple(modules[1:])]
+        layer = f"block{stage}{chr(ord('a') + index - 1)}_{suffix}{'2' if v2 and suffix == 'dwconv' else ''}"
     else:
         layer = _TOP_LEVEL[modules[0]]
     is_bn = modules[-1].endswith("bn")
@@ -52,12 +60,23 @@ def _swap_depthwise_axes(path: Path, value: np.ndarray) -> np.ndarray:
     return np.transpose(value, (0, 1, 3, 2)) if path[-2] == "dw_conv" else value
 
 
+def is_v2(model_name: str) -> bool:
+    return model_name.startswith("efficientnetv2")
+
+
+def _squashed(name: str) -> str:
+    """'efficientnetv2-s', 'EfficientNetV2S' and 'efficientnetv2_s' all become 'efficientnetv2s'."""
+    return re.sub(r"[-_]", "", name.lower())
+
+
 def _keras_model_name(keras_model) -> str:
-    name = re.sub(r"^efficientnet_?", "efficientnet_", keras_model.name.lower())
-    if name not in list_models():
+    """Our name for a Keras model named as keras.applications names them ('efficientnetb0', 'efficientnetv2-s')."""
+    ours = {_squashed(name): name for name in KERAS_APPLICATIONS}
+    name = ours.get(_squashed(keras_model.name))
+    if name is None:
         raise WeightConversionError(
             f"Cannot tell which variant Keras model {keras_model.name!r} is; pass model_name= "
-            f"(one of {', '.join(n for n in list_models() if 'lite' not in n)})"
+            f"(one of {', '.join(KERAS_APPLICATIONS)})"
         )
     return name
 
@@ -71,11 +90,12 @@ def _keras_weights(keras_model) -> dict[str, list[np.ndarray]]:
 
 
 def from_keras(keras_model, model_name: str | None = None, **model_kwargs: Any) -> dict:
-    """Variables for ``create_model(model_name)`` from a ``keras.applications.EfficientNetB*`` model.
+    """Variables for ``create_model(model_name)`` from a ``keras.applications.EfficientNetB*`` or
+    ``EfficientNetV2*`` model.
 
-    The Keras model's own input ``Rescaling``/``Normalization`` layers are not part of our
-    model: feed it inputs normalized with ``model_info(name).mean/std`` (``preprocess``).
-    ``include_top=False`` models convert to ``num_classes=0``.
+    The Keras model's own input ``Rescaling``/``Normalization`` layers (V2: ``include_preprocessing``)
+    are not part of our model: feed it inputs normalized with ``model_info(name).mean/std``
+    (``preprocess``). ``include_top=False`` models convert to ``num_classes=0``.
     """
     name = model_name or _keras_model_name(keras_model)
     source = _keras_weights(keras_model)
@@ -84,7 +104,7 @@ def from_keras(keras_model, model_name: str | None = None, **model_kwargs: Any) 
     skeleton = variables_skeleton(model)
     values, used = {}, set()
     for path in skeleton:
-        layer, index = keras_location(path)
+        layer, index = keras_location(path, is_v2(name))
         if layer in source and index < len(source[layer]):
             values[path] = _swap_depthwise_axes(path, source[layer][index])
             used.add(layer)
@@ -98,10 +118,11 @@ def from_keras(keras_model, model_name: str | None = None, **model_kwargs: Any) 
 
 
 def to_keras(variables: dict, keras_model) -> None:
-    """Write our variables into a Keras EfficientNet (same variant) in place."""
+    """Write our variables into a Keras EfficientNet or EfficientNetV2 (same variant) in place."""
+    v2 = any(layer.name.endswith("_dwconv2") for layer in keras_model.layers)  # whatever the model is named
     by_layer: dict[str, dict[int, np.ndarray]] = {}
     for path, value in flatten(variables).items():
-        layer, index = keras_location(path)
+        layer, index = keras_location(path, v2)
         by_layer.setdefault(layer, {})[index] = _swap_depthwise_axes(path, np.asarray(value))
     target = _keras_weights(keras_model)
     if set(by_layer) != set(target):

@@ -6,11 +6,13 @@ cannot run code. ``.safetensors`` files need no torch at all.
 from __future__ import annotations
 
 import pathlib
+import zipfile
 from typing import Any, Mapping
 
 from safetensors.numpy import load_file
 
 from efficientnet_jax.optional import extra, require
+from efficientnet_jax.weights.common import WeightFileError
 
 
 SAFE_TORCH = (2, 6)  # below, weights_only=True loading can be made to run code (CVE-2025-32434)
@@ -30,14 +32,54 @@ def torch_load(path: str | pathlib.Path) -> dict:
         raise ImportError(f"Reading {path} safely needs torch>=2.6 (older weights_only loading can run code, "
                           f"CVE-2025-32434); this is torch {torch.__version__}: pip install --upgrade "
                           f"{extra('torch')}{hint}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - refused pickles, truncated zips, junk: every failure is the file's
+        cause = " ".join(str(e).split())[:300] or type(e).__name__
+        if "weights_only" in cause or "Weights only" in cause:
+            refused = cause.split("WeightsUnpickler error:")[-1].split(". ")[0].strip()[:160]
+            cause = f"it needs code to load, which is refused ({type(e).__name__}: {refused})"
+            raise WeightFileError(path, cause, "load only weights files from sources you trust, or ask for a "
+                                  ".safetensors file") from e
+        raise WeightFileError(path, f"{type(e).__name__}: {cause}",
+                              "it is truncated or not a PyTorch file: download or save it again") from e
+
+
+def safetensors_load(path: str | pathlib.Path) -> dict:
+    """A ``.safetensors`` file's tensors as numpy arrays (no torch)."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a truncated or corrupt header or body
+        raise WeightFileError(path, f"{type(e).__name__}: {str(e)[:300]}",
+                              "it is truncated or not a safetensors file: download or save it again") from e
+
+
+def check_keras_file(path: str | pathlib.Path) -> None:
+    """``WeightFileError`` at once for a Keras file whose container does not open (a ``.keras`` zip, an
+    HDF5 ``.h5``): building the Keras model the weights are loaded into takes a minute on a CPU."""
+    path = pathlib.Path(path)
+    try:
+        if path.suffix == ".keras":
+            zipfile.ZipFile(path).close()
+        else:
+            h5py = require("h5py", f"Reading {path}", extra("keras"))
+            h5py.File(path, "r").close()
+    except (OSError, zipfile.BadZipFile) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise WeightFileError(path, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                              "it is truncated or not a Keras weights file: save it again") from e
 
 
 def read_state_dict(path: str | pathlib.Path) -> dict:
     """A state dict from ``.safetensors`` (as numpy, no torch) or a torch file, wrappers removed (``unwrap``)."""
     path = pathlib.Path(path)
     if path.suffix == ".safetensors":
-        return unwrap(load_file(str(path)))
+        return unwrap(safetensors_load(path))
     return unwrap(torch_load(path))
 
 

