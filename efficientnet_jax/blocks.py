@@ -23,9 +23,8 @@ def add_residual(block: BlockSpec, x: jax.Array, inputs: jax.Array, train: bool)
     return DropPath(block.drop_path, name="drop_path")(x, deterministic=not train) + inputs
 
 
-class MBConv(nn.Module):
-    """Inverted residual block (Sandler et al. 2018) with squeeze-excitation (Tan & Le 2019):
-    expand 1x1 -> depthwise k x k -> squeeze-excite -> project 1x1."""
+class Block(nn.Module):
+    """What every block is given: its spec, and the layer factories the model fixed (dtype, padding, BN)."""
 
     block: BlockSpec
     conv: Callable[..., nn.Module]
@@ -34,6 +33,11 @@ class MBConv(nn.Module):
     squeeze_excite: Callable[..., nn.Module]
     norm: Callable[..., nn.Module]
     activation: Callable[[jax.Array], jax.Array]
+
+
+class MBConv(Block):
+    """Inverted residual block (Sandler et al. 2018) with squeeze-excitation (Tan & Le 2019):
+    expand 1x1 -> depthwise k x k -> squeeze-excite -> project 1x1."""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -51,19 +55,11 @@ class MBConv(nn.Module):
         return add_residual(b, x, inputs, train)
 
 
-class FusedMBConv(nn.Module):
+class FusedMBConv(Block):
     """Fused-MBConv (Tan & Le 2021): one k x k (strided) conv replaces MBConv's expand 1x1 + depthwise,
     which runs faster on accelerators in early, high-resolution stages. Expansion e > 1: k x k conv to
     in*e channels, BN, act, then a 1x1 projection and BN; e = 1: the k x k conv to the output channels,
     BN and act only. Names follow Keras (``expand_conv``, ``project_conv``) so the converters map 1:1."""
-
-    block: BlockSpec
-    conv: Callable[..., nn.Module]
-    conv1x1: Callable[..., nn.Module]
-    depthwise: Callable[..., nn.Module]
-    squeeze_excite: Callable[..., nn.Module]
-    norm: Callable[..., nn.Module]
-    activation: Callable[[jax.Array], jax.Array]
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -82,4 +78,4 @@ class FusedMBConv(nn.Module):
         return add_residual(b, x, inputs, train)
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}
+BLOCKS: dict[str, type[Block]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}

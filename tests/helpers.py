@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import efficientnet_jax as ej
 from efficientnet_jax.weights.common import flatten, unflatten
@@ -103,6 +104,18 @@ def final_state(workdir):
     restored = manager.restore(step, args=ocp.args.StandardRestore())
     manager.close()
     return step, restored
+
+
+def assert_same_end(reference, run) -> None:
+    """Two runs of one config ended alike (an interrupted run resumed to the end against an uninterrupted one):
+    the numbers of final_metrics.json and every leaf of the final train state, to float32 rounding."""
+    def numbers(workdir):
+        metrics = json.loads((pathlib.Path(workdir) / "final_metrics.json").read_text())
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    assert numbers(run) == pytest.approx(numbers(reference), rel=1e-6)
+    for x, y in zip(jax.tree.leaves(final_state(reference)[1]), jax.tree.leaves(final_state(run)[1])):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6, atol=1e-7)
 
 
 class TinyNet(nn.Module):

@@ -83,14 +83,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(workdir, data_dir, steps, num_processes, cache_dir):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // num_processes}",
-           "JAX_COMPILATION_CACHE_DIR": str(cache_dir)}  # the resumed launch reuses the first one's compiles
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(num_processes), str(port), str(workdir),
-                               data_dir, str(steps)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(num_processes)]
+def run_processes(commands: list[list[str]], env: dict) -> list[tuple[int, str]]:
+    """Start every command at once (they meet in jax.distributed.initialize), wait for all, and kill the rest
+    if waiting fails: [(exit code, stdout and stderr)] by process."""
+    procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for command in commands]
     outputs = []
     try:
         for proc in procs:
@@ -99,9 +96,19 @@ def launch(workdir, data_dir, steps, num_processes, cache_dir):
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    for i, (proc, out) in enumerate(zip(procs, outputs)):
-        assert proc.returncode == 0, f"process {i} of {num_processes} failed:\n{out[-4000:]}"
-    return outputs
+    return [(proc.returncode, out) for proc, out in zip(procs, outputs)]
+
+
+def launch(workdir, data_dir, steps, num_processes, cache_dir):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // num_processes}",
+           "JAX_COMPILATION_CACHE_DIR": str(cache_dir)}  # the resumed launch reuses the first one's compiles
+    port = free_port()
+    finished = run_processes([[sys.executable, "-c", WORKER, str(i), str(num_processes), str(port), str(workdir),
+                                data_dir, str(steps)] for i in range(num_processes)], env)
+    for i, (returncode, out) in enumerate(finished):
+        assert returncode == 0, f"process {i} of {num_processes} failed:\n{out[-4000:]}"
+    return [out for _, out in finished]
 
 
 @pytest.mark.slow  # 3 launches of 1-2 processes; the test-only model compiles in seconds

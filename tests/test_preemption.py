@@ -12,7 +12,6 @@ import json
 import os
 import pathlib
 import random
-import subprocess
 import sys
 import textwrap
 
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from helpers import read_metrics
-from test_multiprocess import free_port
+from test_multiprocess import free_port, run_processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS, EVERY = 12, 4  # checkpoints and evals at steps 4, 8 and 12
@@ -83,21 +82,12 @@ def launch(workdir, data_dir, cache_dir, fault=None) -> list[tuple[dict, str]]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_COMPILATION_CACHE_DIR": str(cache_dir)}
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-u", "-c", WORKER, str(i), str(port), str(workdir), data_dir, str(STEPS),
-                               str(EVERY), json.dumps(fault or {})], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=600)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    if not all(proc.returncode == 0 and "RESULT " in out for proc, out in zip(procs, outputs)):
-        pytest.fail("\n".join(f"process {i} (exit {proc.returncode}):\n{out[-4000:]}"
-                              for i, (proc, out) in enumerate(zip(procs, outputs))))
-    return [(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]), out) for out in outputs]
+    finished = run_processes([[sys.executable, "-u", "-c", WORKER, str(i), str(port), str(workdir), data_dir,
+                                str(STEPS), str(EVERY), json.dumps(fault or {})] for i in range(2)], env)
+    if not all(returncode == 0 and "RESULT " in out for returncode, out in finished):
+        pytest.fail("\n".join(f"process {i} (exit {returncode}):\n{out[-4000:]}"
+                              for i, (returncode, out) in enumerate(finished)))
+    return [(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]), out) for _, out in finished]
 
 
 def saved_steps(workdir) -> list[int]:

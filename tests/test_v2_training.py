@@ -1,14 +1,12 @@
 """EfficientNetV2 through the training program: progressive stages on digits, exact resume mid-stage,
 the imagenet_v2 recipes (on tfds mock data, fine-tuning from a saved file)."""
-import json
 import signal
 
-import numpy as np
 import pytest
 
 import efficientnet_jax as ej
-from helpers import final_state, random_variables, read_metrics
-from test_train import cli, interrupt_when, jax_leaves
+from helpers import assert_same_end, final_state, random_variables, read_metrics
+from test_train import cli, interrupt_when
 from train.configs import digits, imagenet_v2
 
 # digits.py's model shrink (width 0.5, depth 0.5) applied to V2-B0, trained in two progressive stages: 32 px
@@ -60,14 +58,7 @@ def test_v2_run_resumes_exactly_mid_stage(tmp_path, data_dir):
     assert 8 < preempted_at < 16, "not interrupted inside the second stage; nothing was tested"
     resumed = cli(workdir, *flags)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-
-    def numbers(run):
-        metrics = json.loads((run / "final_metrics.json").read_text())
-        return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-    assert numbers(workdir) == pytest.approx(numbers(tmp_path / "reference"), rel=1e-6)
-    for x, y in zip(jax_leaves(final_state(tmp_path / "reference")[1]), jax_leaves(final_state(workdir)[1])):
-        np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-7)
+    assert_same_end(tmp_path / "reference", workdir)
 
 
 @pytest.mark.slow
