@@ -72,6 +72,18 @@ def holder(workdir, data_dir, jit_cache):
                             env=environment(jit_cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def wait_until_stopped(pid: int) -> None:
+    """Until every thread of ``pid`` is stopped (state 'T' in /proc), so that nothing it does changes files."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                  for task in pathlib.Path(f"/proc/{pid}/task").iterdir()]
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 @pytest.mark.slow
 def test_second_run_exits_2_naming_the_holder_and_a_killed_holder_blocks_nothing(tmp_path, data_dir):
     jit_cache = tmp_path / "jit_cache"
@@ -86,6 +98,7 @@ def test_second_run_exits_2_naming_the_holder_and_a_killed_holder_blocks_nothing
             if match and int(match.group(1)) >= 3:
                 break
         first.send_signal(signal.SIGSTOP)  # the holder, frozen mid-run: it keeps its lock
+        wait_until_stopped(first.pid)  # the signal is asynchronous: a checkpoint write may still be landing
         before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
         start = time.time()
         second = subprocess.run([sys.executable, "-m", "train.main", "--config=train/configs/digits.py:runlocal",
