@@ -60,8 +60,10 @@ def _swap_depthwise_axes(path: Path, value: np.ndarray) -> np.ndarray:
     return np.transpose(value, (0, 1, 3, 2)) if path[-2] == "dw_conv" else value
 
 
-def is_v2(model_name: str) -> bool:
-    return model_name.startswith("efficientnetv2")
+def is_v2(keras_model) -> bool:
+    """Whether a Keras EfficientNet is a V2, by its layers (V2 names its depthwise convs ``dwconv2``), so a
+    renamed model is told apart too."""
+    return any(layer.name.endswith("_dwconv2") for layer in keras_model.layers)
 
 
 def _squashed(name: str) -> str:
@@ -101,10 +103,10 @@ def from_keras(keras_model, model_name: str | None = None, **model_kwargs: Any) 
     source = _keras_weights(keras_model)
     num_classes = source["predictions"][0].shape[-1] if "predictions" in source else 0
     model = create_model(name, num_classes=num_classes, **model_kwargs)
-    skeleton = variables_skeleton(model)
+    skeleton, v2 = variables_skeleton(model), is_v2(keras_model)
     values, used = {}, set()
     for path in skeleton:
-        layer, index = keras_location(path, is_v2(name))
+        layer, index = keras_location(path, v2)
         if layer in source and index < len(source[layer]):
             values[path] = _swap_depthwise_axes(path, source[layer][index])
             used.add(layer)
@@ -119,7 +121,7 @@ def from_keras(keras_model, model_name: str | None = None, **model_kwargs: Any) 
 
 def to_keras(variables: dict, keras_model) -> None:
     """Write our variables into a Keras EfficientNet or EfficientNetV2 (same variant) in place."""
-    v2 = any(layer.name.endswith("_dwconv2") for layer in keras_model.layers)  # whatever the model is named
+    v2 = is_v2(keras_model)
     by_layer: dict[str, dict[int, np.ndarray]] = {}
     for path, value in flatten(variables).items():
         layer, index = keras_location(path, v2)
