@@ -3,6 +3,7 @@
 Implementations (``--impl``, or ``all`` for every one importable here):
   ours   the jitted forward (infer), or the full jitted, donated train step of ``train/step.py``
          (forward, backward, TF-RMSProp, L2, BN update, EMA of params and BN statistics)
+  scan   the same with ``scan_blocks=True`` (each stage's repeated blocks as one ``nn.scan``)
   keras  ``keras.applications.EfficientNetB0..B7`` / ``EfficientNetV2*`` on the JAX backend, weights=None; infer is
          ``predict_on_batch``, train is ``train_on_batch`` after ``compile(jit_compile=True)``
          (Keras' own jitted train step: RMSprop, label-smoothed cross-entropy, BN update; no EMA)
@@ -60,7 +61,7 @@ import efficientnet_jax as ej  # noqa: E402
 from efficientnet_jax.weights.keras import KERAS_APPLICATIONS  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-IMPLS = ("ours", "keras", "torch", "timm")
+IMPLS = ("ours", "scan", "keras", "torch", "timm")
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
@@ -78,12 +79,12 @@ def _data(args):
 # ---------------------------------------------------------------- builders: each returns (run, info)
 # run() performs one step and returns something to wait on; info holds extra facts (compile_s, notes).
 
-def build_ours(args, images, labels):
+def build_ours(args, images, labels, scan_blocks=False):
     from train.configs import base
     from train.optim import build_optimizer
     from train.step import create_train_state, train_step
 
-    model = ej.create_model(args.model, dtype=DTYPES[args.dtype], remat=args.remat)
+    model = ej.create_model(args.model, dtype=DTYPES[args.dtype], remat=args.remat, scan_blocks=scan_blocks)
     x = jnp.asarray(images, DTYPES[args.dtype])
     if args.mode == "infer":
         variables = jax.jit(model.init, static_argnames="train")(jax.random.key(0), x[:1], train=False)
@@ -193,7 +194,7 @@ def build_torch(args, images, labels, timm=False):
     return run, info
 
 
-BUILDERS = {"ours": build_ours, "keras": build_keras, "torch": build_torch,
+BUILDERS = {"ours": build_ours, "scan": functools.partial(build_ours, scan_blocks=True), "keras": build_keras, "torch": build_torch,
             "timm": functools.partial(build_torch, timm=True)}
 
 

@@ -5,22 +5,25 @@ norms, so a block only wires them together, and both end in the same residual wi
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Union
 
 import flax.linen as nn
 import jax
 
-from efficientnet_jax.layers import DropPath
+from efficientnet_jax.layers import drop_path
 from efficientnet_jax.specs import BlockSpec
 
+Drop = Optional[tuple[Union[float, jax.Array], jax.Array]]  # (keep probability, rng key), or None: keep all
 
-def add_residual(block: BlockSpec, x: jax.Array, inputs: jax.Array, train: bool) -> jax.Array:
+
+def add_residual(block: BlockSpec, x: jax.Array, inputs: jax.Array, drop: Drop) -> jax.Array:
     """Drop path + skip when the block keeps the shape (stride 1, same channels); else ``x``.
 
-    Called inside a block's ``__call__``, so the ``DropPath`` it creates belongs to that block."""
+    ``drop`` comes from the model (None in eval mode or at rate 0), which derives the key from the block's
+    global index, so unrolled and scanned stages drop the same examples."""
     if not block.has_residual:
         return x
-    return DropPath(block.drop_path, name="drop_path")(x, deterministic=not train) + inputs
+    return (x if drop is None else drop_path(x, *drop)) + inputs
 
 
 class Block(nn.Module):
@@ -40,7 +43,7 @@ class MBConv(Block):
     expand 1x1 -> depthwise k x k -> squeeze-excite -> project 1x1."""
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, drop: Drop = None) -> jax.Array:
         b = self.block
         inputs = x
         if b.expand_ratio != 1:
@@ -52,7 +55,7 @@ class MBConv(Block):
             x = self.squeeze_excite(b.se_filters, name="se")(x)
         x = self.conv1x1(b.out_filters, name="project_conv")(x)
         x = self.norm(name="project_bn")(x, use_running_average=not train)
-        return add_residual(b, x, inputs, train)
+        return add_residual(b, x, inputs, drop)
 
 
 class FusedMBConv(Block):
@@ -62,7 +65,7 @@ class FusedMBConv(Block):
     BN and act only. Names follow Keras (``expand_conv``, ``project_conv``) so the converters map 1:1."""
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, drop: Drop = None) -> jax.Array:
         b = self.block
         inputs = x
         if b.expand_ratio != 1:
@@ -75,7 +78,7 @@ class FusedMBConv(Block):
         else:
             x = self.conv(b.out_filters, b.kernel, b.stride, name="project_conv")(x)
             x = self.activation(self.norm(name="project_bn")(x, use_running_average=not train))
-        return add_residual(b, x, inputs, train)
+        return add_residual(b, x, inputs, drop)
 
 
 BLOCKS: dict[str, type[Block]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}

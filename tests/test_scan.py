@@ -1,0 +1,103 @@
+"""``scan_blocks=True``: each stage's blocks 2..N as one ``nn.scan`` over stacked variables. With the same
+weights (``stack_blocks``) it must compute what the unrolled model computes, in eval and train mode, drop
+path and batch-norm updates included, and the two layouts must convert into each other exactly."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import efficientnet_jax as ej
+from efficientnet_jax.weights.common import flatten
+from tests.helpers import calibrated_variables, structured_images
+
+
+def _everything(model, variables, x):
+    """Eval logits, train logits, updated batch stats and parameter gradients in one compiled program."""
+    def train_loss(params):
+        logits, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                                      rngs={"dropout": jax.random.key(7)}, mutable=["batch_stats"])
+        return jnp.mean(jax.nn.log_softmax(logits)[:, 0] + 0.1 * logits[:, 1] ** 2), (logits, updates)
+
+    @jax.jit
+    def run(variables):
+        grads, (train_logits, updates) = jax.grad(train_loss, has_aux=True)(variables["params"])
+        return model.apply(variables, x, train=False), train_logits, updates["batch_stats"], grads
+    return run(variables)
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+
+def assert_same_function(name: str, resolution: int, drop_path: float | None = None, **overrides):
+    x = jnp.asarray(structured_images("mixed", 4, resolution, seed=3))
+    variables = calibrated_variables(name, resolution=resolution, images=x, **overrides)
+    if drop_path is not None:  # the rate of the models compared, not of the calibration
+        overrides["drop_path"] = drop_path
+    unrolled = ej.create_model(name, **overrides)
+    scanned = ej.create_model(name, scan_blocks=True, **overrides)
+    stacked = ej.stack_blocks(variables)
+    assert jax.tree.structure(stacked) == jax.tree.structure(
+        jax.eval_shape(lambda: scanned.init(jax.random.key(0), x[:1], train=False)))
+    assert ej.count_params(stacked["params"]) == ej.count_params(variables["params"])
+
+    assert_same_outputs(_everything(unrolled, variables, x), _everything(scanned, stacked, x))
+
+
+def assert_same_outputs(expected, got, tolerance: float = 1e-6):
+    """``_everything`` of two models: logits and batch stats to ``tolerance`` relative, each gradient leaf to
+    10 x ``tolerance`` of the model's largest gradient (a leaf whose true gradient is ~0, a BN bias ahead of
+    another BN, holds rounding noise only, which a per-leaf relative error would magnify)."""
+    eval_logits, train_logits, batch_stats, grads = expected
+    assert _rel(eval_logits, got[0]) <= tolerance
+    assert _rel(train_logits, got[1]) <= tolerance
+    theirs = flatten(ej.unstack_blocks(got[2]))
+    for path, value in flatten(batch_stats).items():
+        assert _rel(value, theirs[path]) <= tolerance, path
+    theirs, scale = flatten(ej.unstack_blocks(got[3])), max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
+    for path, value in flatten(grads).items():
+        assert float(np.max(np.abs(np.asarray(value) - np.asarray(theirs[path])))) <= 10 * tolerance * scale, path
+
+
+def test_stack_unstack_round_trip_is_exact():
+    model = ej.create_model("efficientnet_b0", width=0.25, depth=0.5)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
+    stacked = ej.stack_blocks(variables)
+    assert "stage4_scan" in stacked["params"] and "stage4_block2" not in stacked["params"]
+    repeats = model.spec.stage_repeats()[3]  # stage 4
+    assert stacked["params"]["stage4_scan"]["expand_conv"]["kernel"].shape[0] == repeats - 1 >= 1
+    back = ej.unstack_blocks(stacked)
+    assert jax.tree.structure(back) == jax.tree.structure(variables)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(variables)):
+        np.testing.assert_array_equal(a, b)
+    assert ej.stack_blocks(stacked) is not stacked and ej.unstack_blocks(variables) == variables
+
+
+def test_uneven_blocks_cannot_be_stacked():
+    tree = {"stage2_block2": {"k": np.zeros((3, 3))}, "stage2_block3": {"k": np.zeros((3, 4))}}
+    with pytest.raises(ValueError, match="scan_blocks=False"):
+        ej.stack_blocks(tree)
+
+
+def test_tiny_scanned_model_computes_the_unrolled_function():
+    assert_same_function("efficientnet_b0", 32, width=0.25, depth=0.5, drop_path=0.5)
+
+
+@pytest.mark.slow
+def test_scanned_model_with_remat():
+    """nn.remat inside the scan: the same function (recomputation may round differently)."""
+    x = jnp.asarray(structured_images("mixed", 2, 32))
+    plain = ej.create_model("efficientnet_lite0", width=0.25, depth=0.5, scan_blocks=True)
+    remat = ej.create_model("efficientnet_lite0", width=0.25, depth=0.5, scan_blocks=True, remat=True)
+    variables = ej.stack_blocks(calibrated_variables("efficientnet_lite0", resolution=32, images=x, width=0.25,
+                                                     depth=0.5))
+    assert_same_outputs(_everything(plain, variables, x), _everything(remat, variables, x), tolerance=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b4", "efficientnet_lite0", "efficientnetv2_b0"])
+def test_scanned_model_computes_the_unrolled_function(name):
+    assert_same_function(name, 64)
