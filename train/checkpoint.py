@@ -11,7 +11,17 @@ Integrity: orbax does not checksum array data, so each process records a SHA-256
 of the state it holds (each distinct shard: its data, dtype, shape and place in the array) in
 ``<checkpoints>.sha256/<step>.<process_index>``. Integrity fails closed: a step whose records are
 missing, empty, unreadable or of an unknown version is unverified and treated like a corrupt
-one. The record is committed after orbax has committed the step's data (a run killed in between
+one.
+
+Checkpoints reshard: orbax writes each process's shards (nothing is gathered to one host) and restores
+onto the shardings of the target it is given, so a run saved with ``fsdp=8`` on 8 devices continues
+with ``fsdp=4``, or on 4 devices. The check does not depend on the layout: a recorded piece (a place
+in an array) is cut out of the pieces the process now holds, whichever way those are split, and hashed
+again. One process holds every array whole, so every piece is checked; with several processes a piece
+that no single process holds whole in the new layout (the split moved to another dimension across
+hosts) cannot be checked, and the restore says how many.
+
+The record is committed after orbax has committed the step's data (a run killed in between
 loses that step, never trusts it unchecked), and records are pruned with their steps. Saving
 blocks the training loop only for a host copy of this process's pieces; the hashing runs on a
 background thread, and no process gathers another's data. Records of the previous format (one
@@ -27,6 +37,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import re
@@ -35,6 +46,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 
 class CheckpointError(RuntimeError):
@@ -98,6 +110,31 @@ def _span(index: tuple, shape: tuple) -> str:
     """A shard's place in its array, e.g. '0:8,0:32' (the same whichever devices hold it)."""
     return ",".join(f"{0 if s.start is None else s.start}:{n if s.stop is None else s.stop}"
                     for s, n in zip(index, shape))
+
+
+def _bounds(span: str) -> list[tuple[int, int]]:
+    """'0:8,0:32' -> [(0, 8), (0, 32)]; '' (a scalar) -> []."""
+    return [tuple(map(int, part.split(":"))) for part in span.split(",")] if span else []
+
+
+def _cut(span: str, pieces: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The part ``span`` of an array, copied out of ``pieces`` of it (``{span: array}``, disjoint, as one
+    process holds them in any layout), or None when they do not hold all of it."""
+    if span in pieces:
+        return pieces[span]
+    bounds = _bounds(span)
+    out, covered = None, 0
+    for piece_span, array in pieces.items():
+        piece_bounds = _bounds(piece_span)
+        overlap = [(max(a, c), min(b, d)) for (a, b), (c, d) in zip(bounds, piece_bounds)]
+        if any(lo >= hi for lo, hi in overlap):
+            continue
+        if out is None:
+            out = np.empty([b - a for a, b in bounds], array.dtype)
+        out[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(overlap, bounds))] = \
+            array[tuple(slice(lo - c, hi - c) for (lo, hi), (c, _) in zip(overlap, piece_bounds))]
+        covered += math.prod(hi - lo for lo, hi in overlap)
+    return out if out is not None and covered == out.size else None
 
 
 def host_pieces(state) -> dict[str, np.ndarray]:
@@ -249,39 +286,66 @@ class Checkpoints:
             raise Unverified(f"it has integrity records {[p.name for p in found]} for a save by {count} processes")
         return records
 
-    def _verify(self, step: int, state) -> None:
-        """Raise ``ValueError`` unless every piece of ``state`` this process holds matches its record."""
+    def _verify(self, step: int, state) -> tuple[list[str], set[str]]:
+        """Raise ``ValueError`` unless every recorded piece that this process holds whole, in whatever layout
+        ``state`` is now split, matches its SHA-256, and the records cover every array of ``state``.
+        Returns (the recorded pieces of ``state``'s arrays, those this process checked)."""
         records = self._records(step)
         if records[0]["version"] == LEGACY_VERSION:
             if fingerprint(state) != records[0]["digest"]:
                 raise ValueError(f"its arrays do not match the SHA-256 recorded when it was saved "
                                  f"({self.fingerprints / str(step)})")
-            return
+            return [], set()
         expected = {}
         for record in records:
             expected.update(record["pieces"])
-        got = piece_digests(host_pieces(state))
-        wrong = [key for key, digest in got.items() if key in expected and expected[key] != digest]
+        held: dict[str, dict[str, np.ndarray]] = {}  # path -> span -> this process's piece
+        for key, array in host_pieces(state).items():
+            path, _, span = key.rpartition("@")
+            held.setdefault(path, {})[span] = array
+        recorded_size: dict[str, int] = {}  # elements of each array the records cover (their pieces are disjoint)
+        for key in expected:
+            path, _, span = key.rpartition("@")
+            recorded_size[path] = recorded_size.get(path, 0) + math.prod(b - a for a, b in _bounds(span))
+        sizes = {path: math.prod(np.shape(leaf)) for path, leaf in _leaves(state).items()}
+        uncovered = [path for path in held if recorded_size.get(path, 0) != sizes[path]]
+        if uncovered:
+            raise ValueError(f"{len(uncovered)} arrays have no recorded SHA-256 for all of their elements "
+                             f"(e.g. {uncovered[0]}; records {self.fingerprints}/{step}.*)")
+        recorded = [key for key in expected if key.rpartition("@")[0] in held]
+        wrong, checked = [], set()
+        for key in recorded:
+            path, _, span = key.rpartition("@")
+            piece = _cut(span, held[path])
+            if piece is None:  # split across processes in this layout: another process may hold it whole
+                continue
+            if piece_digests({key: piece})[key] != expected[key]:
+                wrong.append(key)
+            checked.add(key)
         if wrong:
             raise ValueError(f"{len(wrong)} arrays do not match the SHA-256 recorded when it was saved "
                              f"(e.g. {wrong[0]}; records {self.fingerprints}/{step}.*)")
-        unmatched = [key for key in got if key not in expected]
-        if unmatched and records[0]["process_count"] == jax.process_count():
-            raise ValueError(f"{len(unmatched)} arrays have no recorded SHA-256 (e.g. {unmatched[0]})")
-        if unmatched:  # restored onto another topology: those shards were saved cut otherwise
-            logging.warning("Checkpoint of step %d: %d of %d pieces are cut differently on this topology than "
-                            "when saved and could not be checked.", step, len(unmatched), len(got))
+        return recorded, checked
 
     def restore_latest(self, abstract_state):
         """(state, step) of the newest checkpoint that loads and passes its integrity check, or (None, 0)
-        when there is none. With several processes they agree on the step (one's bad shard fails it for all)."""
+        when there is none. With several processes they agree on the step (one's bad shard fails it for all).
+
+        ``abstract_state`` (shapes, dtypes and shardings, e.g. ``with_sharding(jax.eval_shape(...), shardings)``)
+        is the layout restored onto, whichever layout saved the step. ``None`` restores the tree as saved, in
+        the saved layout where this topology has its devices, else replicated on every device."""
+        if abstract_state is None:
+            everywhere = jax.sharding.Mesh(np.asarray(jax.devices()), ("devices",))
+            restore_args = ocp.args.StandardRestore(None, fallback_sharding=NamedSharding(everywhere, P()))
+        else:
+            restore_args = ocp.args.StandardRestore(abstract_state)
         failures, unrecorded = [], []
         for step in reversed(self.steps()):
-            state, problem = None, None
+            state, problem, checked = None, None, ([], set())
             try:
                 self._records(step)  # an unverified step is not even read
-                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-                self._verify(step, state)
+                state = self.manager.restore(step, args=restore_args)
+                checked = self._verify(step, state)
             except Unverified as e:
                 problem = f"Unverified: {e}"
                 unrecorded.append(step)
@@ -293,6 +357,11 @@ class Checkpoints:
                                 "restored (%s); trying an older one.", step, self.directory, problem)
                 failures.append(step)
                 continue
+            unchecked = _checked_by_none(*checked)
+            if unchecked:
+                logging.warning("Checkpoint of step %d: %d of %d recorded pieces are split across processes in "
+                                "this layout and could not be checked (e.g. %s); the others match.", step,
+                                len(unchecked), len(checked[0]), unchecked[0])
             if failures and self._quarantine_bad:
                 moved = self._quarantine(failures)
                 logging.warning("Resuming from step %d; the unreadable checkpoints of steps %s were moved, not "
@@ -342,6 +411,17 @@ class Checkpoints:
             self._hasher.shutdown(wait=False)
 
 
+def _checked_by_none(recorded: list[str], checked: set[str]) -> list[str]:
+    """The recorded pieces that no process could check (each process checks those it holds whole)."""
+    keys = sorted(recorded)
+    mask = np.asarray([key in checked for key in keys], bool)
+    if jax.process_count() > 1 and keys:  # every process has the same records and state tree, so the same keys
+        from jax.experimental import multihost_utils
+
+        mask = np.any(multihost_utils.process_allgather(mask), axis=0)
+    return [key for key, ok in zip(keys, mask) if not ok]
+
+
 def _agreed(problem: str | None) -> str | None:
     """``problem``, or with several processes the same verdict on all: one process's failure fails the step
     for every process (each checks only the pieces it holds)."""
@@ -356,4 +436,9 @@ def _agreed(problem: str | None) -> str | None:
 
 
 def with_sharding(abstract_tree, sharding):
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract_tree)
+    """``abstract_tree``'s shapes and dtypes placed by ``sharding``: one sharding for every leaf, or a tree of
+    them (``sharding.state_shardings``). The target a checkpoint is restored onto, in any layout."""
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract_tree)
+    return jax.tree.map(lambda s, placed: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=placed),
+                        abstract_tree, sharding)

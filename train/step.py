@@ -1,6 +1,7 @@
 """The train and eval steps: pure functions of (state, batch); ``train.py`` jits them with shardings.
 
-The batch arrives sharded over the mesh's ``data`` axis. Batch-norm statistics are
+The batch arrives split over every device (the mesh's ``data`` x ``fsdp`` axes), the state
+replicated or split over ``fsdp`` (``train/sharding.py``). Batch-norm statistics are
 means over the whole (global) batch, so under ``jax.jit`` they are synced across
 devices without any explicit collective.
 """

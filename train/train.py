@@ -91,20 +91,36 @@ def abstract_params(model, image_size: int):
     return jax.eval_shape(lambda k: model.init(k, x, train=False)["params"], jax.random.key(0))
 
 
-def initial_state(config, model, tx, key, checkpoints: Checkpoints, replicated) -> tuple[Any, int]:
-    """(state, step): the newest good checkpoint's, or a new state (from ``config.pretrained`` if set)."""
+def initial_state(config, model, tx, key, checkpoints: Checkpoints, abstract_state, state_sharding
+                  ) -> tuple[Any, int]:
+    """(state, step): the newest good checkpoint's, or a new state (from ``config.pretrained`` if set), laid out
+    by ``state_sharding`` (a tree of shardings of ``abstract_state``, ``sharding.state_shardings``). A
+    checkpoint saved in another layout (another ``fsdp``, another device count) is restored onto this one."""
     init_fn = functools.partial(create_train_state, model, tx, image_size=config.image_size)
-    state, step = checkpoints.restore_latest(with_sharding(jax.eval_shape(init_fn, key), replicated))
+    state, step = checkpoints.restore_latest(with_sharding(abstract_state, state_sharding))
     if state is not None:
         logging.info("Resumed from step %d in %s", step, checkpoints.directory)
         return state, step
     pretrained = (read_pretrained(config.pretrained, config.model, model=model, partial=config.pretrained_partial)
                   if config.pretrained else None)  # read and checked first: a bad file fails before compiling
-    state = jax.jit(init_fn, out_shardings=replicated)(key)
+    state = jax.jit(init_fn, out_shardings=state_sharding)(key)  # each device creates only its shards
     if pretrained is not None:
-        state = load_into_state(state, pretrained, replicated)
+        weights = {"params": state_sharding.params, "batch_stats": state_sharding.batch_stats}
+        state = load_into_state(_fully_addressable(state, weights), pretrained, weights)
         logging.info("Initialized from pretrained weights %s", config.pretrained)
     return state, 0
+
+
+def _fully_addressable(state, weights):
+    """``state`` with params and batch_stats whole on this process's devices, so their values can be read
+    here (``load_into_state`` merges them with the file on the host): with several processes an fsdp axis
+    may split them across hosts. A single process already holds every array whole."""
+    if jax.process_count() == 1:
+        return state
+    whole = jax.jit(lambda p, b: (p, b), out_shardings=jax.tree.map(
+        lambda s: sharding.replicated(s.mesh), (weights["params"], weights["batch_stats"])))
+    params, batch_stats = whole(state.params, state.batch_stats)
+    return state.replace(params=params, batch_stats=batch_stats)
 
 
 def _compiled_together(jitted, name: str):
@@ -183,7 +199,8 @@ def _final_dropout(model) -> float | None:
         return None
 
 
-def _train_step_compiler(config, model, tx, schedule, base_key, final_dropout, replicated, batch_sharding):
+def _train_step_compiler(config, model, tx, schedule, base_key, final_dropout, state_sharding, replicated,
+                         batch_sharding):
     """``for_stage(stage)``: the compiled train step of a progressive stage. Its dropout and mixup are
     constants of the program, and its image size a shape (jit compiles each size once)."""
     compiled = {}
@@ -198,7 +215,8 @@ def _train_step_compiler(config, model, tx, schedule, base_key, final_dropout, r
                                   label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
                                   accum_steps=config.grad_accum_steps, mixup_alpha=stage.mixup_alpha,
                                   cutmix_alpha=config.cutmix_alpha),
-                in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated), donate_argnums=0,
+                in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, replicated),
+                donate_argnums=0,
             )
             compiled[key] = _compiled_together(jitted, f"train_step_{stage.index}")
         return compiled[key]
@@ -268,8 +286,8 @@ def _train_in(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     if is_main:
         write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
 
-    # ---- Mesh: one `data` axis over every device of every process ----------------------------
-    mesh = sharding.make_mesh()
+    # ---- Mesh: `data` x `fsdp` over every device of every process ----------------------------
+    mesh = sharding.make_mesh(config.fsdp)
     replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     logging.info("Mesh %s over %d devices (%d processes): %s", dict(mesh.shape), jax.device_count(),
                  jax.process_count(), jax.devices()[0].platform)
@@ -288,21 +306,30 @@ def _train_in(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     final_dropout = _final_dropout(model)
     stages = progressive.stages_of(config, total_steps, final_dropout)  # one stage unless config.progressive
 
-    # ---- State: restored from the newest good checkpoint, or created replicated -----------------
+    # ---- State: split over `fsdp` (replicated with fsdp=1); restored from the newest good checkpoint
+    # in this layout, whatever layout saved it, or created --------------------------------------------
     init_key, step_key = jax.random.split(jax.random.key(config.seed))
+    abstract_state = jax.eval_shape(functools.partial(create_train_state, model, tx, image_size=config.image_size),
+                                    init_key)
+    state_sharding = sharding.state_shardings(abstract_state, mesh)
+    if config.fsdp > 1:
+        logging.info("Train state: %.1f MB per device split over fsdp=%d (%.1f MB replicated)",
+                     sharding.device_bytes(abstract_state, state_sharding) / 1e6, config.fsdp,
+                     sharding.device_bytes(abstract_state, jax.tree.map(lambda _: replicated, abstract_state)) / 1e6)
     checkpoints = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints,
                               async_save=config.async_checkpoints)
-    state, start_step = initial_state(config, model, tx, init_key, checkpoints, replicated)
+    state, start_step = initial_state(config, model, tx, init_key, checkpoints, abstract_state, state_sharding)
     if is_main and start_step == 0:
         logging.info("%s: %s parameters, %d classes, %d steps of batch %d (%.1f epochs)", config.model,
                      f"{ej.count_params(state.params):,}", info.num_classes, total_steps, config.batch_size,
                      total_steps / steps_per_epoch)
 
-    # ---- Compiled steps: state replicated, batch sharded over `data`, state donated ----------
-    train_fn_for = _train_step_compiler(config, model, tx, schedule, step_key, final_dropout, replicated,
-                                        batch_sharding)
-    eval_fn = _compiled_together(jax.jit(functools.partial(eval_step, model=model),
-                                         in_shardings=(replicated, replicated, batch_sharding),
+    # ---- Compiled steps: state in its layout, batch split over every device, state donated ------
+    train_fn_for = _train_step_compiler(config, model, tx, schedule, step_key, final_dropout, state_sharding,
+                                        replicated, batch_sharding)
+    eval_fn = _compiled_together(jax.jit(functools.partial(eval_step, model=model),  # raw and EMA: one layout
+                                         in_shardings=(state_sharding.params, state_sharding.batch_stats,
+                                                       batch_sharding),
                                          out_shardings=replicated), "eval_step")
 
     def run_eval(state, step: int) -> dict:
