@@ -65,7 +65,7 @@ def _as_evaluated(run):
     """The run's model with the eval resolution and the mean/std it was trained with in its spec, so the export
     takes the images the run evaluated on and the sidecar says how to make them (digits: 32 px)."""
     config = run.config
-    size = config.get("eval_image_size") or config.get("image_size") or run.model.spec.resolution
+    size = config.eval_image_size or config.image_size or run.model.spec.resolution
     spec = dataclasses.replace(run.model.spec, resolution=int(size), mean=tuple(config.mean), std=tuple(config.std))
     return run.model.clone(spec=spec)
 

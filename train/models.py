@@ -55,15 +55,14 @@ def build_model(config, num_classes: int) -> nn.Module:
     name, overrides = config.model, dict(config.model_overrides or {})
     dtype = DTYPES[config.dtype]
     if name in FAMILIES:
-        for option in ("remat", "scan_blocks"):
-            if config.get(option):
-                raise ValueError(f"{option}=True is implemented for EfficientNet only, not {name}")
+        if config.remat or config.scan_blocks:
+            raise ValueError(f"remat and scan_blocks are implemented for EfficientNet only, not {name}")
         return FAMILIES[name](num_classes=num_classes, dtype=dtype, **_check_fields(FAMILIES[name], overrides))
     if name not in ej.list_models():
         raise _unknown(name)
     try:
         return ej.create_model(name, num_classes=num_classes, dtype=dtype, remat=config.remat,
-                               scan_blocks=config.get("scan_blocks", False), **overrides)
+                               scan_blocks=config.scan_blocks, **overrides)
     except TypeError as e:  # unknown override: a config mistake, reported like the others
         raise ValueError(f"config.model_overrides: {e}") from None
 

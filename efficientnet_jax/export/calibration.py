@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from efficientnet_jax.optional import require
+from efficientnet_jax.predict import image_paths, load_image
 from efficientnet_jax.preprocess import preprocess, resize_and_center_crop
 from efficientnet_jax.specs import ModelSpec
 
@@ -40,7 +41,6 @@ def _digits() -> list[np.ndarray]:
 
 
 def _folder(directory: pathlib.Path) -> list[np.ndarray]:
-    from efficientnet_jax.predict import image_paths, load_image  # predict pulls in the weight loaders
 
     if not directory.is_dir():
         raise FileNotFoundError(f"No calibration folder at {directory}: pass a folder of images, "

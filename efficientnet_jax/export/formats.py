@@ -12,12 +12,21 @@ import pathlib
 import tempfile
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
+from efficientnet_jax.export.calibration import calibration_batches
+from efficientnet_jax.export.fused import fuse_network
+from efficientnet_jax.export.onnx_graph import OPSET, onnx_model
+from efficientnet_jax.export.quantize import SETTINGS, quantize_onnx
 from efficientnet_jax.export.sidecar import INPUT_NAME, sidecar, write_sidecar
+from efficientnet_jax.export.stablehlo import stablehlo_bytes
+from efficientnet_jax.export.tflite import tflite_bytes
 from efficientnet_jax.families import FAMILIES
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.optional import extra, require
 from efficientnet_jax.scan import unstack_blocks
 from efficientnet_jax.specs import MIN_RESOLUTION
+from efficientnet_jax.weights import load_pretrained
 
 DEFAULT_SIZE = 224  # for models without a spec (ResNet, MobileNetV2)
 GRAPH_FORMATS_NOTE = "builds EfficientNet graphs (efficientnet_*, efficientnetv2_*) only"
@@ -39,8 +48,6 @@ class Format:
 
 
 def _fused(model, variables, image_size):
-    from efficientnet_jax.export.fused import fuse_network
-
     try:  # the fused layers are per block: a scanned model's stacked blocks are unrolled first
         return fuse_network(model, unstack_blocks(variables), image_size)
     except KeyError as e:
@@ -49,8 +56,6 @@ def _fused(model, variables, image_size):
 
 
 def _write_stablehlo(model, variables, image_size, batch, calibration):
-    from efficientnet_jax.export.stablehlo import stablehlo_bytes
-
     data, platforms = stablehlo_bytes(model, variables, image_size, batch)
     return data, {"name": "jax.export", "serialization": "Exported.serialize", "platforms": list(platforms),
                   "symbolic_batch": "b" if batch is None else None,
@@ -58,17 +63,12 @@ def _write_stablehlo(model, variables, image_size, batch, calibration):
 
 
 def _write_onnx(model, variables, image_size, batch, calibration):
-    from efficientnet_jax.export.onnx_graph import OPSET, onnx_model
-
     proto = onnx_model(_fused(model, variables, image_size), batch)
     return proto.SerializeToString(), {"name": "efficientnet_jax.export.onnx_graph (onnx.helper from the spec)",
                                        "opset": OPSET, "batch_norm": "folded into the convolutions"}
 
 
 def _write_onnx_int8(model, variables, image_size, batch, calibration):
-    from efficientnet_jax.export.onnx_graph import OPSET, onnx_model
-    from efficientnet_jax.export.quantize import SETTINGS, quantize_onnx
-
     proto = onnx_model(_fused(model, variables, image_size), batch)
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp, "int8.onnx")
@@ -79,8 +79,6 @@ def _write_onnx_int8(model, variables, image_size, batch, calibration):
 
 
 def _write_tflite(model, variables, image_size, batch, calibration, int8=False):
-    from efficientnet_jax.export.tflite import tflite_bytes
-
     network = _fused(model, variables, image_size)
     data = tflite_bytes(network, batch, calibration(batch) if int8 else None)
     converter = {"name": "tf.lite.TFLiteConverter.from_concrete_functions (TF ops from the spec)",
@@ -131,10 +129,6 @@ def _check_model(model, fmt: Format, image_size: int) -> None:
 
 def _calibration_for(model, image_size: int, source) -> Callable[[int | None], list]:
     """A function of the batch giving calibration inputs of that batch size (1 when dynamic)."""
-    import numpy as np
-
-    from efficientnet_jax.export.calibration import calibration_batches
-
     def batches(batch: int | None) -> list:
         samples = calibration_batches(model.spec, image_size, source)
         if batch is None:
@@ -196,8 +190,6 @@ def export_pretrained(name: str, fmt: str, out: str | pathlib.Path, *, weights: 
                       workdir: str | pathlib.Path | None = None, **options: Any) -> pathlib.Path:
     """``export`` of ``load_pretrained(name, weights)``; ``workdir``: a training run's RUN/weights.msgpack.
     Options are checked before the weights load."""
-    from efficientnet_jax.weights import load_pretrained
-
     spec_format = check_format(fmt)
     parse_batch(options.get("batch", "dynamic"))
     if options.get("calibration") is not None and not spec_format.int8:

@@ -89,9 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3  # newest checkpoints kept
     config.async_checkpoints = True  # write checkpoints while training continues
     config.distributed = False  # call jax.distributed.initialize() (multi-host TPU slices, multi-node GPU)
-    # Devices on the `fsdp` mesh axis: parameters, optimizer state and EMA are sharded over it (the batch over
-    # `data` x `fsdp`); 1 keeps pure data parallelism with the state replicated on every device.
-    config.fsdp = 1
+    config.fsdp = 1  # devices on the `fsdp` mesh axis that split params, optimizer state, EMA; 1: replicated
     return config
 
 
