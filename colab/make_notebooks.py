@@ -400,6 +400,34 @@ def train_and_finetune() -> nbformat.NotebookNode:
                 ax.set_axis_off()
             plt.show()
             '''),
+        code('''
+            # Flax NNX (efficientnet_jax.nnx): the same model and weights as an nnx.Module, trained a few more
+            # steps with nnx.Optimizer; ej_nnx.to_linen(nnx_model) gives Linen variables back (save_pretrained).
+            import jax.numpy as jnp
+            import optax
+            from flax import nnx
+            from efficientnet_jax import nnx as ej_nnx
+            from efficientnet_jax.predict import eval_inputs
+
+            nnx_model = ej_nnx.from_linen(model, variables, rngs=nnx.Rngs(0))
+            optimizer = nnx.Optimizer(nnx_model, optax.adamw(1e-4), wrt=nnx.Param)
+            train_paths = sorted(root.glob("train/*/*.png"))[::3]
+            x = eval_inputs([np.asarray(Image.open(p).convert("RGB")) for p in train_paths], model)
+            y = jnp.asarray([classes.index(p.parent.name) for p in train_paths])
+
+            @nnx.jit
+            def train_step(model, optimizer, x, y):
+                def loss_fn(model):
+                    return optax.softmax_cross_entropy_with_integer_labels(model(x, train=True), y).mean()
+                loss, grads = nnx.value_and_grad(loss_fn)(model)
+                optimizer.update(model, grads)  # parameters in place; batch statistics were updated by the call
+                return loss
+
+            for step in range(3 if SMALL else 20):
+                print(f"NNX step {step}: loss {float(train_step(nnx_model, optimizer, x, y)):.4f}")
+            test_logits = nnx.jit(lambda m, x: m(x, train=False))(nnx_model, eval_inputs(test_images, model))
+            print("NNX predictions:", [classes[int(i)] for i in test_logits.argmax(-1)])
+            '''),
     ]
     return nbformat.v4.new_notebook(cells=cells)
 

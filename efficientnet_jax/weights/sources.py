@@ -18,6 +18,9 @@ Sources, and where their weights come from (licenses are the publishers'; check 
   (``tf_efficientnet_b0``: ported TF weights; ``efficientnet_b0``: trained in PyTorch, symmetric padding).
 - a torchvision ResNet-18 / ResNet-50 state dict (``resnet50-11ad3fa6.pth``), for ``resnet18`` / ``resnet50``.
 - a file written by ``save_pretrained`` (``.msgpack`` or our ``.safetensors``): convert once, load fast.
+- ``"hf-hub:ORG/REPO[@REVISION]"`` (``hf-hub:timm/tf_efficientnet_b0.in1k``): the repository's
+  ``model.safetensors`` through ``huggingface_hub`` and its cache (``hub.py``), then loaded as the same file
+  would be from disk; a timm ``config.json`` decides the padding and BN epsilon and must name this model.
 """
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ import flax.linen as nn
 
 from efficientnet_jax.families import FAMILIES
 from efficientnet_jax.model import create_model
+from efficientnet_jax.scan import stack_blocks, unstack_blocks
 from efficientnet_jax.optional import extra, require
 from efficientnet_jax.specs import list_models
+from efficientnet_jax.weights import hub
 from efficientnet_jax.weights.common import (WeightConversionError, WeightFileError, check_finite, check_fits,
                                              flatten, head_classes, parse_model_name)
 from efficientnet_jax.weights.io import load_variables_and_metadata, saved_model_settings
@@ -169,24 +174,35 @@ def _read_kind(source: str | pathlib.Path) -> tuple[str, Mapping[str, Any] | Non
     return "ours", variables, metadata
 
 
+def _known_model(name: str) -> tuple[str, bool]:
+    """``parse_model_name(name)``, or ValueError listing our models when it names none of them."""
+    ours, ported_from_tf = parse_model_name(name)
+    if ours not in _ALL_MODELS:
+        raise ValueError(f"Unknown model name {ours!r}. Available models: {', '.join(_ALL_MODELS)}")
+    return ours, ported_from_tf
+
+
 def resolve_source(name: str | None, source: str | pathlib.Path | None = None, *,
                    other_model: bool = False) -> Resolved:
     """The kind of ``source`` and our model for ``name``, each decided here and only here.
 
     ``name`` is ours or the source's ('tf_efficientnet_b0.ns_jft_in1k'); ``source=None`` is the
     variant's offline default (Lite0: the PyPI package) or Keras's download (B0-B7, V2). ``name=None`` is
-    accepted for our own files only (they record their model). ``other_model``: a file of ours that
-    records another variant resolves to ``name`` anyway (partial loading; the caller drops what differs).
+    accepted for our own files (they record their model) and Hub repositories whose config names it.
+    ``other_model``: a file of ours that records another variant resolves to ``name`` anyway (partial
+    loading; the caller drops what differs).
     """
-    ours, ported_from_tf = parse_model_name(name) if name is not None else (None, False)
-    if ours is not None and ours not in _ALL_MODELS:
-        raise ValueError(f"Unknown model name {ours!r}. Available models: {', '.join(_ALL_MODELS)}")
+    ours, ported_from_tf = _known_model(name) if name is not None else (None, False)
     if source is None:
         if ours is None:
             raise ValueError("pass a model name or a weights source")
         source = _default_source(ours, name)
-    kind, contents, metadata = _read_kind(source)
     location = str(source)
+    if hub.is_hub_source(source):  # from here on, a local file; its config may settle the name
+        hub_weights = hub.download(source)
+        name, source = hub.model_name(hub_weights, name), hub_weights.path
+        ours, ported_from_tf = _known_model(name)
+    kind, contents, metadata = _read_kind(source)
     saved_model, num_classes, overrides = saved_model_settings(metadata)
     if ours is None and kind != "ours":
         raise ValueError(f"{location} is not a file saved by save_pretrained: pass the model name it is for")
@@ -223,16 +239,19 @@ def resolve_and_convert(name: str | None, source: str | pathlib.Path | None = No
 
 def convert(resolved: Resolved, model_kwargs: Mapping[str, Any]) -> dict:
     """The variables of a resolved source, refused if any value is NaN or infinite; a Keras file that
-    Keras cannot open is a ``WeightFileError`` like every other unreadable file."""
+    Keras cannot open is a ``WeightFileError`` like every other unreadable file. ``scan_blocks=True`` in
+    ``model_kwargs`` gives the scanned layout (``stack_blocks``); every source is converted unrolled."""
+    scan_blocks = bool(model_kwargs.get("scan_blocks"))  # converters build the unrolled layout, then stack
+    model_kwargs = {k: v for k, v in model_kwargs.items() if k != "scan_blocks"}
     try:
-        variables = KINDS[resolved.kind].convert(resolved, model_kwargs)
+        variables = unstack_blocks(KINDS[resolved.kind].convert(resolved, model_kwargs))
     except (OSError, zipfile.BadZipFile) as e:
         if resolved.kind != "keras_file" or isinstance(e, FileNotFoundError):
             raise
         raise WeightFileError(resolved.location, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
                               "it is truncated or not a Keras weights file: save it again") from e
     check_finite(variables, resolved.location)
-    return variables
+    return stack_blocks(variables) if scan_blocks else variables
 
 
 def load_pretrained(name: str, source: str | pathlib.Path | None = None, **model_kwargs: Any):
