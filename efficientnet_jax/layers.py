@@ -2,8 +2,7 @@
 
 Two choices here are about speed, not semantics (DESIGN.md, CPU notes):
 - 1x1 convolutions are einsums: XLA:CPU compiles the weight gradient of a 1x1
-  ``nn.Conv`` into a convolution with a feature-map-sized window; their weight gradient
-  is accumulated over chunks of pixels (``pointwise``).
+  ``nn.Conv`` into a convolution with a feature-map-sized window.
 - Depthwise convolution has two implementations with identical results: XLA's
   grouped convolution (fast on GPU/TPU) and a sum of k*k shifted multiply-adds
   with a hand-written backward pass (XLA:CPU runs grouped convs at dense cost).
@@ -11,7 +10,6 @@ Two choices here are about speed, not semantics (DESIGN.md, CPU notes):
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Literal
 
 import flax.linen as nn
@@ -30,7 +28,6 @@ dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 ACTIVATIONS: dict[str, Callable] = {"swish": nn.swish, "relu6": nn.relu6, "relu": nn.relu}
 DEPTHWISE_GRAD_CHUNK = 4  # images per step when accumulating the depthwise weight gradient
-POINTWISE_GRAD_ROWS = 8192  # at most this many pixels per step when accumulating a 1x1 weight gradient
 
 
 def conv_padding(size: int, kernel: int, stride: int, padding: Padding) -> tuple[int, int]:
@@ -200,47 +197,6 @@ class Conv(nn.Module):
         return lax.conv_general_dilated(x, kernel, (s, s), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _largest_divisor(n: int, cap: int) -> int:
-    return next(d for d in range(min(n, cap), 0, -1) if n % d == 0)
-
-
-@jax.custom_vjp
-def pointwise(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` over the channel axis (a 1x1 convolution), with a weight gradient accumulated in chunks.
-
-    The weight gradient contracts over every pixel of the batch; XLA:CPU's dot wants the contracted axis
-    minor, so plain autodiff first writes both operands transposed, a strided pass over the largest
-    activations of the step (measured: the single costliest op of B0's training step). On CPU, chunks of
-    at most ``POINTWISE_GRAD_ROWS`` pixels are transposed while they are in cache instead."""
-    return jnp.einsum("...c,cd->...d", x, w)
-
-
-def _pointwise_fwd(x, w):
-    return pointwise(x, w), (x, w)
-
-
-def _pointwise_bwd(residuals, g):
-    x, w = residuals
-    dx = jnp.einsum("...d,cd->...c", g, w)
-    rows = math.prod(x.shape[:-1])
-    # GPUs and TPUs want one large GEMM; a sharded batch axis cannot be chunked (see _tap_weight_grad).
-    if jax.default_backend() != "cpu" or _batch_axis_sharded(x) or rows <= POINTWISE_GRAD_ROWS:
-        return dx, jnp.einsum("...c,...d->cd", x, g, preferred_element_type=jnp.float32).astype(w.dtype)
-    chunk = _largest_divisor(rows, POINTWISE_GRAD_ROWS)
-    xs = x.reshape(rows // chunk, chunk, x.shape[-1])
-    gs = g.reshape(rows // chunk, chunk, g.shape[-1])
-
-    def one_chunk(acc, chunks):
-        x_c, g_c = chunks
-        return acc + jnp.einsum("nc,nd->cd", x_c, g_c, preferred_element_type=jnp.float32), None
-
-    dw, _ = lax.scan(one_chunk, jnp.zeros(w.shape, jnp.float32), (xs, gs))
-    return dx, dw.astype(w.dtype)
-
-
-pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
-
-
 class Conv1x1(nn.Module):
     """Pointwise convolution as an einsum. Kernel layout (1, 1, C_in, C_out) as ``nn.Conv``."""
 
@@ -254,7 +210,7 @@ class Conv1x1(nn.Module):
         kernel = self.param("kernel", conv_init, (1, 1, x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = pointwise(x, kernel[0, 0])
+        y = jnp.einsum("...c,cd->...d", x, kernel[0, 0])
         return y if bias is None else y + bias
 
 
