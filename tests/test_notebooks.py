@@ -94,7 +94,7 @@ def test_quickstart_runs_and_classifies_real_photos(kernel_env):
 def test_train_and_finetune_runs(kernel_env):
     nb = execute(COLAB / "02_train_and_finetune.ipynb", kernel_env)
     text, images = outputs(nb)
-    assert "mesh: {'data': 1} on cpu" in text
+    assert "mesh: {'data': 1, 'fsdp': 1} on cpu" in text
     for workdir in ("runs/digits", "runs/textures"):
         records = [json.loads(line) for line in (kernel_env / workdir / "metrics.jsonl").read_text().splitlines()]
         assert {r["split"] for r in records} == {"train", "eval"}

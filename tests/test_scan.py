@@ -31,8 +31,12 @@ def _rel(a, b) -> float:
 
 
 def assert_same_function(name: str, resolution: int, drop_path: float | None = None, **overrides):
-    x = jnp.asarray(structured_images("mixed", 4, resolution, seed=3))
-    variables = calibrated_variables(name, resolution=resolution, images=x, **overrides)
+    """Scanned and unrolled models with the same (stacked) weights compute the same function: in float64,
+    where what float32 rounding would add is gone, for train-mode logits, batch-stat updates and gradients
+    (train-mode BN over a 4-image batch amplifies float32 rounding, which two differently fused programs do
+    in different order, to ~1e-5); and in float32 for the eval logits."""
+    x = structured_images("mixed", 4, resolution, seed=3)
+    variables = calibrated_variables(name, resolution=resolution, images=jnp.asarray(x), **overrides)
     if drop_path is not None:  # the rate of the models compared, not of the calibration
         overrides["drop_path"] = drop_path
     unrolled = ej.create_model(name, **overrides)
@@ -41,21 +45,30 @@ def assert_same_function(name: str, resolution: int, drop_path: float | None = N
     assert jax.tree.structure(stacked) == jax.tree.structure(
         jax.eval_shape(lambda: scanned.init(jax.random.key(0), x[:1], train=False)))
     assert ej.count_params(stacked["params"]) == ej.count_params(variables["params"])
+    eval_logits = [jax.jit(lambda v, model=model: model.apply(v, x, train=False))(v)
+                   for model, v in ((unrolled, variables), (scanned, stacked))]
+    assert _rel(*eval_logits) <= 1e-6
 
-    assert_same_outputs(_everything(unrolled, variables, x), _everything(scanned, stacked, x))
+    with jax.enable_x64(True):
+        f64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
+        wide = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        assert_same_outputs(_everything(ej.create_model(name, **f64, **overrides), wide, x.astype(np.float64)),
+                            _everything(ej.create_model(name, scan_blocks=True, **f64, **overrides),
+                                        ej.stack_blocks(wide), x.astype(np.float64)))
 
 
 def assert_same_outputs(expected, got, tolerance: float = 1e-6):
     """``_everything`` of two models: logits and batch stats to ``tolerance`` relative, each gradient leaf to
     10 x ``tolerance`` of the model's largest gradient (a leaf whose true gradient is ~0, a BN bias ahead of
     another BN, holds rounding noise only, which a per-leaf relative error would magnify)."""
+    expected, got = (tuple(ej.unstack_blocks(part) for part in outputs) for outputs in (expected, got))
     eval_logits, train_logits, batch_stats, grads = expected
     assert _rel(eval_logits, got[0]) <= tolerance
     assert _rel(train_logits, got[1]) <= tolerance
-    theirs = flatten(ej.unstack_blocks(got[2]))
+    theirs = flatten(got[2])
     for path, value in flatten(batch_stats).items():
         assert _rel(value, theirs[path]) <= tolerance, path
-    theirs, scale = flatten(ej.unstack_blocks(got[3])), max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
+    theirs, scale = flatten(got[3]), max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
     for path, value in flatten(grads).items():
         assert float(np.max(np.abs(np.asarray(value) - np.asarray(theirs[path])))) <= 10 * tolerance * scale, path
 
