@@ -70,6 +70,17 @@ def last_json(text: str):
     return None
 
 
+def json_lines(text: str) -> list:
+    rows = []
+    for line in text.strip().splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
 def run_all(out: pathlib.Path, dry_run: bool, budget_s: float) -> dict:
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONUNBUFFERED="1")
@@ -87,7 +98,9 @@ def run_all(out: pathlib.Path, dry_run: bool, budget_s: float) -> dict:
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
                 log.write(proc.stdout + proc.stderr)
-                payload = last_json(proc.stdout)
+                # throughput.py and compile_time.py end stdout with one JSON object; memory.py writes one
+                # JSON line per compiled configuration to stderr and a table to stdout
+                payload = last_json(proc.stdout) or json_lines(proc.stderr) or None
                 status = "ok" if proc.returncode == 0 and payload is not None else "failed"
                 why = None if status == "ok" else (proc.stderr.strip().splitlines() or ["no output"])[-1]
             except subprocess.TimeoutExpired as e:
@@ -105,7 +118,7 @@ def summary(results: dict, facts: dict) -> str:
              "timm device peak MB |", "|---|---|---|---|---|---|---|"]
     for name, entry in results.items():
         r = entry.get("result") or {}
-        if "impls" not in r:
+        if not isinstance(r, dict) or "impls" not in r:
             continue
         ours, timm = r["impls"].get("ours", {}), r["impls"].get("timm", {})
         ratio = r.get("ratios", {}).get("timm")
@@ -121,6 +134,11 @@ def summary(results: dict, facts: dict) -> str:
             cells = [by_layout.get(layout, {}).get(f"{step}_total_s") for step in ("train", "eval")
                      for layout in ("unrolled", "scanned")]
             lines.append(f"| {model} | " + " | ".join(f"{c:.1f}" if c else "–" for c in cells) + " |")
+    memory = (results.get("b7_memory_remat") or {}).get("result") or []
+    if isinstance(memory, list) and memory:
+        lines += ["", "| memory | resolution | batch | remat | peak GB (XLA buffer assignment) |", "|---|---|---|---|---|"]
+        lines += [f"| {m.get('model')} | {m.get('resolution')} | {m.get('batch')} | {m.get('remat')} | "
+                  f"{m.get('peak', 0) / 1e9:.2f} |" for m in memory]
     lines += ["", "| entry | status | seconds | why |", "|---|---|---|---|"]
     lines += [f"| {n} | {e['status']} | {e.get('seconds', 0):.0f} | {e.get('why') or ''} |" for n, e in results.items()]
     return "\n".join(lines)
