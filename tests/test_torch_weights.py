@@ -6,24 +6,15 @@ import numpy as np
 import pytest
 
 import efficientnet_jax as ej
+from efficientnet_jax.export.calibration import bundled_photos
 from efficientnet_jax.predict import eval_inputs, top_k
 from efficientnet_jax.weights import WeightConversionError, from_torch_state_dict, load_pretrained
 from efficientnet_jax.weights.common import flatten
 from efficientnet_jax.weights.pytorch import state_dict_keys, torch_key
 
 torch = pytest.importorskip("torch")
-skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")  # bundled_photos
 efficientnet_pytorch = pytest.importorskip("efficientnet_pytorch")
-
-
-def real_photos() -> dict[str, np.ndarray]:
-    """Photos that ship with scikit-image and scikit-learn (grayscale ones as they come)."""
-    from sklearn.datasets import load_sample_images
-
-    photos = {name: getattr(skimage_data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket", "camera")}
-    sample = load_sample_images()
-    photos.update({p.rsplit("/", 1)[-1][:-4]: im for p, im in zip(sample.filenames, sample.images)})
-    return {k: np.stack([v] * 3, -1) if v.ndim == 2 else v for k, v in photos.items()}
 
 
 def lite0_reference():
@@ -52,7 +43,7 @@ def lite0():
 
 def test_real_lite0_weights_classify_real_photos_like_pytorch(lite0):
     model, variables = lite0
-    photos = real_photos()
+    photos = bundled_photos()  # the seven photos of scikit-image and scikit-learn, RGB
     ours = top_k(model, variables, list(photos.values()), k=5)
     inputs = np.asarray(eval_inputs(list(photos.values()), model))
     with torch.no_grad():

@@ -41,7 +41,6 @@ def _digits() -> list[np.ndarray]:
 
 
 def _folder(directory: pathlib.Path) -> list[np.ndarray]:
-
     if not directory.is_dir():
         raise FileNotFoundError(f"No calibration folder at {directory}: pass a folder of images, "
                                 "'photos' or 'digits' to --calibration")

@@ -33,8 +33,8 @@ import flax.linen as nn
 
 from efficientnet_jax.families import FAMILIES
 from efficientnet_jax.model import create_model
-from efficientnet_jax.scan import stack_blocks, unstack_blocks
 from efficientnet_jax.optional import extra, require
+from efficientnet_jax.scan import stack_blocks, unstack_blocks
 from efficientnet_jax.specs import list_models
 from efficientnet_jax.weights import hub
 from efficientnet_jax.weights.common import (WeightConversionError, WeightFileError, check_finite, check_fits,
