@@ -175,6 +175,9 @@ def test_imagenet_recipe_runs_on_mock_data(tmp_path):
     from train.train import train_and_evaluate
 
     config = imagenet.get_config("b0,runlocal")
+    # tfds.testing.mock_data swaps the process's file-system functions for a fake while it builds each
+    # dataset; an asynchronous checkpoint write on another thread at that moment would see the fake.
+    config.async_checkpoints = False
     with tfds.testing.mock_data(num_examples=16):
         result = train_and_evaluate(config, tmp_path)
     assert result["examples"] > 0

@@ -71,6 +71,9 @@ def test_imagenet_v2_recipe_fine_tunes_s_from_a_saved_file_on_mock_data(tmp_path
     from train.train import train_and_evaluate
 
     config = imagenet_v2.get_config("s,runlocal")
+    # tfds.testing.mock_data swaps the process's file-system functions for a fake while it builds each
+    # dataset; an asynchronous checkpoint write on another thread at that moment would see the fake.
+    config.async_checkpoints = False
     model = ej.create_model("efficientnetv2_s", num_classes=1000, **config.model_overrides)
     variables = random_variables(model, jnp.zeros((1, 64, 64, 3)), seed=1)
     config.pretrained = str(tmp_path / "v2s.msgpack")
