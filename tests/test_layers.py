@@ -1,10 +1,11 @@
-"""Both depthwise implementations compute the same function, forward and backward."""
+"""Both depthwise implementations compute the same function, forward and backward; so do the 1x1
+convolution's own backward pass and plain autodiff."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from efficientnet_jax.layers import DepthwiseConv, conv_padding, drop_path, resolve_depthwise_impl
+from efficientnet_jax.layers import DepthwiseConv, conv_padding, drop_path, pointwise, resolve_depthwise_impl
 
 
 def max_relative(a, b):
@@ -31,6 +32,24 @@ def test_depthwise_taps_equals_xla(kernel, stride, size, padding):
     (gp_t, gx_t), (gp_x, gx_x) = grads["taps"], grads["xla"]
     assert max_relative(gx_t, gx_x) <= 1e-5
     assert max_relative(gp_t["params"]["kernel"], gp_x["params"]["kernel"]) <= 1e-5
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 8), (3, 5, 7, 24), (4, 1, 1, 16), (6, 8)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_pointwise_backward_equals_autodiff(shape, dtype):
+    """Fewer input than output channels, more, the squeeze-excite 1x1 maps, and a plain matrix."""
+    c_out = 16
+    x = jax.random.normal(jax.random.key(0), shape, dtype)
+    w = jax.random.normal(jax.random.key(1), (shape[-1], c_out), dtype)
+    cotangent = jax.random.normal(jax.random.key(2), (*shape[:-1], c_out), dtype)
+    einsum = lambda x, w: jnp.einsum("...c,cd->...d", x, w)  # noqa: E731
+    ours, vjp = jax.vjp(pointwise, x, w)
+    reference, reference_vjp = jax.vjp(einsum, x, w)
+    np.testing.assert_array_equal(np.asarray(ours, np.float32), np.asarray(reference, np.float32))
+    tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
+    for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert max_relative(got.astype(jnp.float32), want.astype(jnp.float32)) <= tolerance
 
 
 def test_same_padding_matches_tf():

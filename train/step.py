@@ -79,10 +79,6 @@ def _loss_and_stats(model, params, batch_stats, images, targets, key):
     return loss, (updates["batch_stats"], correct)
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, base_key, label_smoothing: float,
                ema_decay: float, accum_steps: int = 1, mixup_alpha: float = 0.0,
                cutmix_alpha: float = 0.0) -> tuple[TrainState, dict]:
@@ -117,16 +113,23 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, base_key,
         grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
         loss = loss_sum / accum_steps
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
-    updated = state.replace(
-        params=params, batch_stats=batch_stats, opt_state=opt_state,
-        ema_params=ema_update(state.ema_params, params, state.step, ema_decay),
-        ema_batch_stats=ema_update(state.ema_batch_stats, batch_stats, state.step, ema_decay),
-    )
-    # A non-finite step changes nothing but the counters: the state stays the last good one.
-    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    # One test for the whole update: the global gradient norm is finite iff every gradient is (or
+    # overflows past 1e19, no update to apply either). A non-finite step changes nothing but the
+    # counters: the state stays the last good one. Deciding once, with the update inside the
+    # branch, keeps XLA from emitting a check and a select per state array (thousands of tiny
+    # kernels to compile for the unrolled large models, and a pass over the state every step).
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+
+    def apply_update(state: TrainState) -> TrainState:
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(
+            params=params, batch_stats=batch_stats, opt_state=opt_state,
+            ema_params=ema_update(state.ema_params, params, state.step, ema_decay),
+            ema_batch_stats=ema_update(state.ema_batch_stats, batch_stats, state.step, ema_decay),
+        )
+
+    kept = jax.lax.cond(finite, apply_update, lambda state: state, state)
     kept = kept.replace(step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
     metrics = {
         "loss": loss, "accuracy": correct / labels.shape[0], "learning_rate": schedule(state.step),
