@@ -48,9 +48,9 @@ class MBConv(Block):
         inputs = x
         if b.expand_ratio != 1:
             x = self.conv1x1(b.expanded_filters, name="expand_conv")(x)
-            x = self.activation(self.norm(name="expand_bn")(x, use_running_average=not train))
+            x = self.norm(name="expand_bn", activation=self.activation)(x, use_running_average=not train)
         x = self.depthwise(b.kernel, b.stride, name="dw_conv")(x)
-        x = self.activation(self.norm(name="dw_bn")(x, use_running_average=not train))
+        x = self.norm(name="dw_bn", activation=self.activation)(x, use_running_average=not train)
         if b.se_filters:
             x = self.squeeze_excite(b.se_filters, name="se")(x)
         x = self.conv1x1(b.out_filters, name="project_conv")(x)
@@ -70,14 +70,14 @@ class FusedMBConv(Block):
         inputs = x
         if b.expand_ratio != 1:
             x = self.conv(b.expanded_filters, b.kernel, b.stride, name="expand_conv")(x)
-            x = self.activation(self.norm(name="expand_bn")(x, use_running_average=not train))
+            x = self.norm(name="expand_bn", activation=self.activation)(x, use_running_average=not train)
             if b.se_filters:
                 x = self.squeeze_excite(b.se_filters, name="se")(x)
             x = self.conv1x1(b.out_filters, name="project_conv")(x)
             x = self.norm(name="project_bn")(x, use_running_average=not train)
         else:
             x = self.conv(b.out_filters, b.kernel, b.stride, name="project_conv")(x)
-            x = self.activation(self.norm(name="project_bn")(x, use_running_average=not train))
+            x = self.norm(name="project_bn", activation=self.activation)(x, use_running_average=not train)
         return add_residual(b, x, inputs, drop)
 
 

@@ -16,7 +16,7 @@ from efficientnet_jax.blocks import BLOCKS
 from efficientnet_jax.inputs import check_images
 from efficientnet_jax.scan import scan_name
 from efficientnet_jax.layers import (
-    ACTIVATIONS, Conv, Conv1x1, DepthwiseConv, DepthwiseImpl, SqueezeExcite, dense_init,
+    ACTIVATIONS, BatchNorm, Conv, Conv1x1, DepthwiseConv, DepthwiseImpl, SqueezeExcite, dense_init,
 )
 from efficientnet_jax.specs import MIN_RESOLUTION, ModelSpec, StageSpec, model_info
 
@@ -47,7 +47,7 @@ class EfficientNet(nn.Module):
         spec = self.spec
         act = ACTIVATIONS[spec.activation]
         norm = functools.partial(
-            nn.BatchNorm, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon,
+            BatchNorm, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon,
             dtype=self.dtype, param_dtype=self.param_dtype,
         )
         conv = functools.partial(Conv, padding=spec.padding, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -68,7 +68,7 @@ class EfficientNet(nn.Module):
 
         features = {}
         x = conv(spec.stem_channels, 3, 2, name="stem_conv")(x)
-        x = act(norm(name="stem_bn")(x, use_running_average=not train))
+        x = norm(name="stem_bn", activation=act)(x, use_running_average=not train)
         features["stem"] = x
         blocks = spec.blocks()
         position = 0
@@ -89,7 +89,7 @@ class EfficientNet(nn.Module):
                 position += len(repeated)
             features[f"stage{stage}"] = x
         x = conv1x1(spec.head_channels, name="head_conv")(x)
-        x = act(norm(name="head_bn")(x, use_running_average=not train))
+        x = norm(name="head_bn", activation=act)(x, use_running_average=not train)
         features["head"] = x
         if features_only:
             return features

@@ -1,11 +1,14 @@
 """Both depthwise implementations compute the same function, forward and backward; so do the 1x1
-convolution's own backward pass and plain autodiff."""
+convolution's and batch norm's own backward passes and plain autodiff (of ``nn.BatchNorm``)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 
-from efficientnet_jax.layers import DepthwiseConv, conv_padding, drop_path, pointwise, resolve_depthwise_impl
+from efficientnet_jax.layers import (
+    BatchNorm, DepthwiseConv, conv_padding, drop_path, pointwise, resolve_depthwise_impl,
+)
 
 
 def max_relative(a, b):
@@ -50,6 +53,41 @@ def test_pointwise_backward_equals_autodiff(shape, dtype):
     for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):
         assert got.dtype == want.dtype and got.shape == want.shape
         assert max_relative(got.astype(jnp.float32), want.astype(jnp.float32)) <= tolerance
+
+
+@pytest.mark.parametrize("activation", [None, nn.swish, nn.relu6])
+@pytest.mark.parametrize("train", [False, True])
+def test_batch_norm_equals_flax_batch_norm_then_activation(activation, train):
+    """Outputs, running averages and gradients, in float64 so that a different order of float32
+    roundings in the backward pass is not mistaken for a different function."""
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(0), (4, 5, 6, 8), jnp.float64) * 3 + 1
+        options = dict(momentum=0.9, epsilon=1e-3, dtype=jnp.float64, param_dtype=jnp.float64)
+        ours, reference = BatchNorm(activation=activation, **options), nn.BatchNorm(**options)
+        variables = reference.init(jax.random.key(1), x, use_running_average=True)
+        variables = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape, a.dtype), variables)
+        assert jax.tree.structure(ours.init(jax.random.key(1), x, use_running_average=True)) == \
+            jax.tree.structure(variables)
+        cotangent = jax.random.normal(jax.random.key(2), x.shape, jnp.float64)
+
+        def run(module, then):
+            def apply(params, x):
+                y, stats = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                        use_running_average=not train, mutable=["batch_stats"])
+                return then(y), stats
+            return apply
+
+        apply_ours = run(ours, lambda y: y)
+        apply_reference = run(reference, activation or (lambda y: y))
+
+        def grads(apply):
+            return jax.grad(lambda p, x: jnp.sum(apply(p, x)[0] * cotangent), argnums=(0, 1))(variables["params"], x)
+
+        pairs = [(apply_ours(variables["params"], x), apply_reference(variables["params"], x)),
+                 (grads(apply_ours), grads(apply_reference))]
+        for got, want in pairs:
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                assert max_relative(a, b) <= 1e-12
 
 
 def test_same_padding_matches_tf():
