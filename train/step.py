@@ -113,15 +113,17 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, base_key,
         grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
         loss = loss_sum / accum_steps
 
-    # One test for the whole update: the global gradient norm is finite iff every gradient is (or
-    # overflows past 1e19, no update to apply either). A non-finite step changes nothing but the
-    # counters: the state stays the last good one. Deciding once, with the update inside the
-    # branch, keeps XLA from emitting a check and a select per state array (thousands of tiny
-    # kernels to compile for the unrolled large models, and a pass over the state every step).
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    # One test for the whole update: a global norm is finite iff every element is (or it overflows past
+    # 1e19: no update to apply either). The gradients and the optimizer's update are tested, so an
+    # update that would make finite parameters non-finite (a learning rate of inf) is skipped too.
+    # A non-finite step changes nothing but the counters: the state stays the last good one. Deciding
+    # once, with the update applied inside the branch, keeps XLA from emitting a check and a select per
+    # state array (thousands of tiny kernels to compile for the unrolled large models, and a pass over
+    # the state every step).
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(optax.global_norm(updates))
 
     def apply_update(state: TrainState) -> TrainState:
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state.replace(
             params=params, batch_stats=batch_stats, opt_state=opt_state,
