@@ -40,8 +40,8 @@ from train.step import create_train_state, train_step  # noqa: E402
 KINDS = (("dot", "matmul (1x1 convolutions, dense)"), ("convolution", "convolution (stem, XLA grouped)"),
          ("reduce-window", "reduce-window"), ("reduce", "reduction (BN statistics, sums)"),
          ("transpose", "transpose / layout copy"), ("copy", "transpose / layout copy"),
-         ("slice", "slices (depthwise taps)"), ("pad", "pad"), ("dynamic-update-slice", "scan bookkeeping"),
-         ("dynamic-slice", "scan bookkeeping"))
+         ("slice", "slices (depthwise taps)"), ("pad", "pad"), ("dynamic-update-slice", "dynamic slices (loops)"),
+         ("dynamic-slice", "dynamic slices (loops)"))
 
 
 def instruction_kinds(hlo_text: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/throughput.py and benchmarks/checkpoint_save.py: they run and produce numbers
+"""Smoke tests of benchmarks/throughput.py, checkpoint_save.py and profile_step.py: they run and produce numbers
 (and a table). Never asserts speed."""
 import json
 import math
@@ -63,3 +63,16 @@ def test_checkpoint_save_reports_blocking_times_before_and_after():
     result = report["models"]["efficientnet_b0"]
     assert result["state_mb"] > 50 and report["jax"] and report["orbax"]
     assert all(s > 0 and math.isfinite(s) for s in result["before_s"] + result["after_s"]), result
+
+
+@pytest.mark.slow
+def test_profile_step_names_where_the_time_goes():
+    """benchmarks/profile_step.py on tiny settings: XLA's operation times read back from the trace, classed."""
+    script = SCRIPT.parent / "profile_step.py"
+    proc = subprocess.run([sys.executable, str(script), "--batch", "2", "--resolution", "64", "--steps", "1"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["op_s_per_step"] > 0 and report["top_ops"]
+    assert abs(sum(kind["share"] for kind in report["by_kind"].values()) - 1) < 1e-6
+    assert {"matmul (1x1 convolutions, dense)", "slices (depthwise taps)"} <= set(report["by_kind"])
