@@ -229,7 +229,7 @@ pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 class Conv1x1(nn.Module):
-    """Pointwise convolution as an einsum. Kernel layout (1, 1, C_in, C_out) as ``nn.Conv``."""
+    """Pointwise convolution as a matmul (``pointwise``). Kernel layout (1, 1, C_in, C_out) as ``nn.Conv``."""
 
     features: int
     use_bias: bool = False
