@@ -40,7 +40,7 @@ class Block(nn.Module):
 
 class MBConv(Block):
     """Inverted residual block (Sandler et al. 2018) with squeeze-excitation (Tan & Le 2019):
-    expand 1x1 -> depthwise k x k -> squeeze-excite -> project 1x1."""
+    expand 1x1 -> depthwise k x k -> squeeze-excite -> project 1x1 (the projection applies the gate)."""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, drop: Drop = None) -> jax.Array:
@@ -51,9 +51,8 @@ class MBConv(Block):
             x = self.norm(name="expand_bn", activation=self.activation)(x, use_running_average=not train)
         x = self.depthwise(b.kernel, b.stride, name="dw_conv")(x)
         x = self.norm(name="dw_bn", activation=self.activation)(x, use_running_average=not train)
-        if b.se_filters:
-            x = self.squeeze_excite(b.se_filters, name="se")(x)
-        x = self.conv1x1(b.out_filters, name="project_conv")(x)
+        gate = self.squeeze_excite(b.se_filters, name="se")(x, return_gate=True) if b.se_filters else None
+        x = self.conv1x1(b.out_filters, name="project_conv")(x, gate=gate)
         x = self.norm(name="project_bn")(x, use_running_average=not train)
         return add_residual(b, x, inputs, drop)
 
@@ -71,9 +70,8 @@ class FusedMBConv(Block):
         if b.expand_ratio != 1:
             x = self.conv(b.expanded_filters, b.kernel, b.stride, name="expand_conv")(x)
             x = self.norm(name="expand_bn", activation=self.activation)(x, use_running_average=not train)
-            if b.se_filters:
-                x = self.squeeze_excite(b.se_filters, name="se")(x)
-            x = self.conv1x1(b.out_filters, name="project_conv")(x)
+            gate = self.squeeze_excite(b.se_filters, name="se")(x, return_gate=True) if b.se_filters else None
+            x = self.conv1x1(b.out_filters, name="project_conv")(x, gate=gate)
             x = self.norm(name="project_bn")(x, use_running_average=not train)
         else:
             x = self.conv(b.out_filters, b.kernel, b.stride, name="project_conv")(x)

@@ -236,8 +236,45 @@ def _pointwise_bwd(residuals, g):
 pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
+@jax.custom_vjp
+def gated_pointwise(x: jax.Array, gate: jax.Array, w: jax.Array) -> jax.Array:
+    """``pointwise(x * gate, w)`` for NHWC ``x`` and a per-image, per-channel ``gate`` of shape (N, 1, 1, C_in)
+    (squeeze-excitation), with the gate folded into per-image kernels instead of scaling the feature map.
+
+    That saves a write and a read of ``x * gate`` forward, and backward the gated cotangent and the gate's
+    reduction, at the price of N kernels and batched matmuls: it pays where the feature map is large next
+    to the kernel (``gate_folding_pays``)."""
+    return jnp.einsum("nhwc,ncd->nhwd", x, gate[:, 0, 0, :, None] * w)
+
+
+def _gated_pointwise_fwd(x, gate, w):
+    return gated_pointwise(x, gate, w), (x, gate, w)
+
+
+def _gated_pointwise_bwd(residuals, g):
+    x, gate, w = residuals
+    per_image_gate = gate[:, 0, 0, :]
+    dx = jnp.einsum("nhwd,ncd->nhwc", g, per_image_gate[:, :, None] * w)
+    per_image_dw = jnp.einsum("nhwc,nhwd->ncd", x, g)  # each image's kernel gradient, before its gate
+    dw = jnp.einsum("nc,ncd->cd", per_image_gate, per_image_dw)
+    d_gate = jnp.einsum("cd,ncd->nc", w, per_image_dw)[:, None, None, :]
+    return dx, d_gate.astype(gate.dtype), dw.astype(w.dtype)
+
+
+gated_pointwise.defvjp(_gated_pointwise_fwd, _gated_pointwise_bwd)
+
+
+def gate_folding_pays(x: jax.Array, features: int) -> bool:
+    """Whether ``gated_pointwise`` beats gating the feature map: when each image has many more pixels than the
+    kernel has output channels (B0 on CPU: early stages 1.3-2.6x faster forward+backward, 7x7 stages 3x slower)."""
+    return x.ndim == 4 and x.shape[1] * x.shape[2] >= 8 * features
+
+
 class Conv1x1(nn.Module):
-    """Pointwise convolution as a matmul (``pointwise``). Kernel layout (1, 1, C_in, C_out) as ``nn.Conv``."""
+    """Pointwise convolution as a matmul (``pointwise``). Kernel layout (1, 1, C_in, C_out) as ``nn.Conv``.
+
+    ``gate`` (N, 1, 1, C_in), if given, scales the input channels per image first (squeeze-excitation's output);
+    where it pays, it is folded into the kernel (``gated_pointwise``)."""
 
     features: int
     use_bias: bool = False
@@ -245,11 +282,16 @@ class Conv1x1(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, gate: jax.Array | None = None) -> jax.Array:
         kernel = self.param("kernel", conv_init, (1, 1, x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = pointwise(x, kernel[0, 0])
+        x, gate, kernel, bias = nn.dtypes.promote_dtype(x, gate, kernel, bias, dtype=self.dtype)
+        if gate is None:
+            y = pointwise(x, kernel[0, 0])
+        elif gate_folding_pays(x, self.features):
+            y = gated_pointwise(x, gate, kernel[0, 0])
+        else:
+            y = pointwise(x * gate, kernel[0, 0])
         return y if bias is None else y + bias
 
 
@@ -366,12 +408,14 @@ class SqueezeExcite(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, return_gate: bool = False) -> jax.Array:
+        """``x`` scaled by the gate, or with ``return_gate`` the gate (N, 1, 1, C) alone, for a following
+        ``Conv1x1`` to apply."""
         conv = functools.partial(Conv1x1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
         s = self.activation(conv(self.reduced_features, name="reduce")(s))
         s = nn.sigmoid(conv(x.shape[-1], name="expand")(s))
-        return x * s
+        return s if return_gate else x * s
 
 
 def drop_path(x: jax.Array, keep: float | jax.Array, key: jax.Array) -> jax.Array:

@@ -7,7 +7,8 @@ import flax.linen as nn
 import pytest
 
 from efficientnet_jax.layers import (
-    BatchNorm, DepthwiseConv, conv_padding, drop_path, pointwise, resolve_depthwise_impl,
+    BatchNorm, DepthwiseConv, conv_padding, drop_path, gate_folding_pays, gated_pointwise, pointwise,
+    resolve_depthwise_impl,
 )
 
 
@@ -53,6 +54,24 @@ def test_pointwise_backward_equals_autodiff(shape, dtype):
     for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):
         assert got.dtype == want.dtype and got.shape == want.shape
         assert max_relative(got.astype(jnp.float32), want.astype(jnp.float32)) <= tolerance
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_gated_pointwise_equals_gating_then_pointwise(dtype):
+    """Squeeze-excitation's gate folded into per-image kernels: the same values and gradients as scaling the
+    feature map first; and ``Conv1x1`` takes that path only where it pays."""
+    x = jax.random.normal(jax.random.key(0), (3, 6, 5, 8), dtype)
+    gate = jax.nn.sigmoid(jax.random.normal(jax.random.key(1), (3, 1, 1, 8), dtype))
+    w = jax.random.normal(jax.random.key(2), (8, 4), dtype)
+    cotangent = jax.random.normal(jax.random.key(3), (3, 6, 5, 4), dtype)
+    ours, vjp = jax.vjp(gated_pointwise, x, gate, w)
+    reference, reference_vjp = jax.vjp(lambda x, gate, w: jnp.einsum("...c,cd->...d", x * gate, w), x, gate, w)
+    tolerance = 1e-6 if dtype == jnp.float32 else 2e-2
+    assert max_relative(ours.astype(jnp.float32), reference.astype(jnp.float32)) <= tolerance
+    for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert max_relative(got.astype(jnp.float32), want.astype(jnp.float32)) <= tolerance
+    assert gate_folding_pays(x, 3) and not gate_folding_pays(x, 4)  # 30 pixels per image
 
 
 @pytest.mark.parametrize("activation", [None, nn.swish, nn.relu6])
