@@ -1,7 +1,7 @@
 """Building blocks shared by every variant: k x k, 1x1 and depthwise convs, batch norm, squeeze-excitation,
 drop path.
 
-Three choices here are about speed, not semantics (DESIGN.md, CPU notes):
+Four choices here are about speed, not semantics (DESIGN.md, CPU notes; benchmarks/RESULTS.md):
 - 1x1 convolutions are matmuls with their own backward pass: XLA:CPU compiles the weight gradient
   of a 1x1 ``nn.Conv`` into a convolution with a feature-map-sized window, and plain autodiff of
   the einsum into a 4-D contraction that trains B0 ~20% slower than one 2-D matmul over pixels.
@@ -10,6 +10,10 @@ Three choices here are about speed, not semantics (DESIGN.md, CPU notes):
 - Depthwise convolution has two implementations with identical results: XLA's
   grouped convolution (fast on GPU/TPU) and a sum of k*k shifted multiply-adds
   with a hand-written backward pass (XLA:CPU runs grouped convs at dense cost).
+- Squeeze-excitation's gate can be folded into the next 1x1 convolution's per-image kernels, where the
+  feature map is large next to the kernel, instead of writing a gated copy of the feature map.
+Most of what remains on XLA:CPU is memory traffic: its reductions read arrays that are already written out,
+so the backward passes here are arranged to reduce over arrays already in memory.
 """
 from __future__ import annotations
 
@@ -86,7 +90,7 @@ def _tap_weight_grad(xp: jax.Array, g: jax.Array, k_h: int, k_w: int, stride: in
     """d(loss)/d(w) accumulated over small batch chunks so each chunk stays in cache.
 
     Chunks are dynamic slices of ``xp`` itself, not of a reshaped copy: a reshaped residual made XLA
-    compute the padded input a second time in that layout (B0 CPU train step: +6% without it)."""
+    compute the padded input a second time in that layout (B0 CPU train step: 1.06x faster this way)."""
     n, _, _, c = xp.shape
     out_h, out_w = g.shape[1:3]
 
@@ -336,7 +340,7 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon, activation, dtype):
 def _batch_norm_train_bwd(epsilon, activation, dtype, residuals, cotangents):
     # The barrier stops XLA from merging the recomputation below with the forward pass's identical
     # expressions (CSE): merged, the activation's intermediate (the sigmoid) is kept as a feature-map-sized
-    # array, which costs a write and two reads more than recomputing it (B0 CPU train step: +6%).
+    # array, which costs a write and two reads more than recomputing it (B0 CPU train step: 1.08x).
     x, scale, bias, mean, var = lax.optimization_barrier(residuals)
     d_out, d_mean, d_var = cotangents
     if activation is None:
@@ -351,7 +355,7 @@ def _batch_norm_train_bwd(epsilon, activation, dtype, residuals, cotangents):
     count = x.size // x.shape[-1]
     sum_d_y = jnp.sum(d_y, axes)
     # sum(d_y * (x - mean)) as sum(d_y * x) - mean * sum(d_y): the reduction then reads two arrays already in
-    # memory instead of a centred copy XLA would write first (B0 CPU train step: +11%). Its rounding error is
+    # memory instead of a centred copy XLA would write first (B0 CPU train step: 1.13x). Its rounding error is
     # far below that of the forward pass's E[x^2] - E[x]^2 variance, which nn.BatchNorm uses too.
     sum_d_y_centred = jnp.sum(d_y * x_stats, axes) - mean * sum_d_y
     centred = x_stats - mean
@@ -373,7 +377,7 @@ class BatchNorm(nn.Module):
     (params scale/bias, batch_stats mean/var in float32), statistics, running averages and outputs, so
     every converter and checkpoint applies unchanged. In training it runs ``batch_norm_train``, whose
     own backward pass made B0's CPU train step faster than autodiff of ``nn.BatchNorm`` + swish in three
-    interleaved A/Bs (1.065x, then 1.06x and 1.11x for the two choices in ``_batch_norm_train_bwd``)."""
+    interleaved A/Bs (1.065x, then 1.08x and 1.13x for the two choices in ``_batch_norm_train_bwd``)."""
 
     momentum: float = 0.99
     epsilon: float = 1e-5
