@@ -16,7 +16,6 @@ asynchronous write is then waited for, untimed, before the next one. One warm-up
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import pathlib
@@ -36,9 +35,7 @@ sys.path.insert(0, str(ROOT))  # the repo root: `train` is not installed
 
 import efficientnet_jax as ej  # noqa: E402
 from train.checkpoint import LEGACY_VERSION, Checkpoints, fingerprint, host_pieces  # noqa: E402
-from train.configs import base  # noqa: E402
-from train.optim import build_optimizer  # noqa: E402
-from train.step import create_train_state  # noqa: E402
+from reference_step import reference_step  # noqa: E402
 
 
 def save_before(checkpoints: Checkpoints, step: int, state) -> None:
@@ -55,11 +52,8 @@ def save_after(checkpoints: Checkpoints, step: int, state) -> None:
 
 def train_state(name: str):
     """The training program's state for ``name`` at 1000 classes, zeros (no init compile)."""
-    model = ej.create_model(name)
-    res = ej.model_info(name).resolution
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, res, res, 3))))["params"]
-    tx, _ = build_optimizer(base.get_config(), steps_per_epoch=1000, total_steps=10**6, params=params)
-    shapes = jax.eval_shape(functools.partial(create_train_state, model, tx, image_size=res), jax.random.key(0))
+    _, init = reference_step(ej.create_model(name))
+    shapes = jax.eval_shape(init, jax.random.key(0))
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 

@@ -40,22 +40,16 @@ def compile_steps(model_name: str, layout: str, batch: int, resolution: int | No
 
     sys.path.insert(0, str(ROOT))  # `train` is not installed
     import efficientnet_jax as ej
-    from train.configs import base
-    from train.optim import build_optimizer
-    from train.step import create_train_state, eval_step, train_step
+    from reference_step import reference_step
+    from train.step import eval_step
 
     model = ej.create_model(model_name, scan_blocks=layout == "scanned")
     resolution = resolution or model.spec.resolution
-    config = base.get_config()
-    config.batch_size = batch
     image = jax.ShapeDtypeStruct((batch, resolution, resolution, 3), jnp.float32)
     labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
-    tx, schedule = build_optimizer(config, steps_per_epoch=1000, total_steps=10**6, params=params)
-    state = jax.eval_shape(functools.partial(create_train_state, model, tx, image_size=32), jax.random.key(0))
-    train = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=jax.random.key(2),
-                                      label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
-                    donate_argnums=0)
+    train, init = reference_step(model, batch)
+    state = jax.eval_shape(init, jax.random.key(0))
+    params = state.params
     evaluate = jax.jit(functools.partial(eval_step, model=model))
     mask = jax.ShapeDtypeStruct((batch,), jnp.bool_)
     out = {"model": model_name, "layout": layout, "batch": batch, "resolution": resolution,

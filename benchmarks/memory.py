@@ -18,7 +18,6 @@ Figures are for the backend it runs on (XLA:CPU here): GPU/TPU fuse differently.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import pathlib
@@ -36,9 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo root: `train` is not installed
 
 import efficientnet_jax as ej  # noqa: E402
-from train.configs import base  # noqa: E402
-from train.optim import build_optimizer  # noqa: E402
-from train.step import create_train_state, train_step  # noqa: E402
+from reference_step import reference_step  # noqa: E402
 
 GiB = 2**30
 
@@ -47,17 +44,10 @@ def compiled_step(name: str, batch: int, remat: bool, dtype=jnp.float32, depthwi
     """The train step compiled for abstract inputs, plus those inputs' shapes."""
     model = ej.create_model(name, remat=remat, dtype=dtype, depthwise_impl=depthwise)
     res = ej.model_info(name).resolution
-    config = base.get_config()  # the reference recipe: RMSProp, L2, exponential decay after warm-up
-    config.batch_size = batch
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, res, res, 3), dtype)))["params"]
-    tx, schedule = build_optimizer(config, steps_per_epoch=1000, total_steps=10**6, params=params)
-    init = functools.partial(create_train_state, model, tx, image_size=res)
+    step, init = reference_step(model, batch)
     state = jax.eval_shape(init, jax.random.key(0))
     batch_shapes = {"image": jax.ShapeDtypeStruct((batch, res, res, 3), dtype),
                     "label": jax.ShapeDtypeStruct((batch,), jnp.int32)}
-    step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=jax.random.key(2),
-                                     label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
-                   donate_argnums=0)
     start = time.perf_counter()
     compiled = step.lower(state, batch_shapes).compile()
     return compiled, init, batch_shapes, time.perf_counter() - start

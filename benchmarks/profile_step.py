@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import json
 import pathlib
 import re
@@ -32,9 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `train` is not installed
 
 import efficientnet_jax as ej  # noqa: E402
-from train.configs import base  # noqa: E402
-from train.optim import build_optimizer  # noqa: E402
-from train.step import create_train_state, train_step  # noqa: E402
+from reference_step import reference_step  # noqa: E402
 
 # What an HLO instruction does, from the opcodes inside it (a fusion is classed by its costliest part).
 KINDS = (("dot", "matmul (1x1 convolutions, dense)"), ("convolution", "convolution (stem, XLA grouped)"),
@@ -69,14 +66,8 @@ def instruction_kinds(hlo_text: str) -> dict[str, str]:
 
 def build_step(model_name: str, batch: int, resolution: int, scan_blocks: bool):
     model = ej.create_model(model_name, scan_blocks=scan_blocks)
-    config = base.get_config()
-    config.batch_size = batch
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
-    tx, schedule = build_optimizer(config, steps_per_epoch=1000, total_steps=10**6, params=params)
-    step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=jax.random.key(2),
-                                     label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
-                   donate_argnums=0)
-    state = jax.jit(functools.partial(create_train_state, model, tx, image_size=32))(jax.random.key(0))
+    step, init = reference_step(model, batch)
+    state = jax.jit(init)(jax.random.key(0))
     rng = np.random.default_rng(0)
     data = {"image": jnp.asarray(rng.normal(size=(batch, resolution, resolution, 3)), jnp.float32),
             "label": jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32)}

@@ -59,6 +59,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo
 
 import efficientnet_jax as ej  # noqa: E402
 from efficientnet_jax.weights.keras import KERAS_APPLICATIONS  # noqa: E402
+from reference_step import reference_step  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 IMPLS = ("ours", "scan", "keras", "torch", "timm")
@@ -80,10 +81,6 @@ def _data(args):
 # run() performs one step and returns something to wait on; info holds extra facts (compile_s, notes).
 
 def build_ours(args, images, labels, scan_blocks=False):
-    from train.configs import base
-    from train.optim import build_optimizer
-    from train.step import create_train_state, train_step
-
     model = ej.create_model(args.model, dtype=DTYPES[args.dtype], remat=args.remat, scan_blocks=scan_blocks)
     x = jnp.asarray(images, DTYPES[args.dtype])
     if args.mode == "infer":
@@ -93,14 +90,8 @@ def build_ours(args, images, labels, scan_blocks=False):
         info = {"compile_s": time.perf_counter() - start, "compile_cpu_s": time.process_time() - cpu}
         return (lambda: compiled(variables, x)), info
 
-    config = base.get_config()  # the reference recipe: RMSProp, L2, exponential decay after warm-up
-    config.batch_size = args.batch
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1], train=False))["params"]
-    tx, schedule = build_optimizer(config, steps_per_epoch=1000, total_steps=10**6, params=params)
-    state = jax.jit(functools.partial(create_train_state, model, tx, image_size=args.resolution))(jax.random.key(0))
-    step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, base_key=jax.random.key(2),
-                                     label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
-                   donate_argnums=0)
+    step, init = reference_step(model, args.batch)
+    state = jax.jit(init)(jax.random.key(0))
     batch = {"image": x, "label": jnp.asarray(labels)}
     start, cpu = time.perf_counter(), time.process_time()
     compiled = step.lower(state, batch).compile()
