@@ -51,7 +51,7 @@ class MBConv(Block):
             x = self.norm(name="expand_bn", activation=self.activation)(x, use_running_average=not train)
         x = self.depthwise(b.kernel, b.stride, name="dw_conv")(x)
         x = self.norm(name="dw_bn", activation=self.activation)(x, use_running_average=not train)
-        gate = self.squeeze_excite(b.se_filters, name="se")(x, return_gate=True) if b.se_filters else None
+        gate = self.squeeze_excite(b.se_filters, name="se")(x) if b.se_filters else None
         x = self.conv1x1(b.out_filters, name="project_conv")(x, gate=gate)
         x = self.norm(name="project_bn")(x, use_running_average=not train)
         return add_residual(b, x, inputs, drop)
@@ -70,7 +70,7 @@ class FusedMBConv(Block):
         if b.expand_ratio != 1:
             x = self.conv(b.expanded_filters, b.kernel, b.stride, name="expand_conv")(x)
             x = self.norm(name="expand_bn", activation=self.activation)(x, use_running_average=not train)
-            gate = self.squeeze_excite(b.se_filters, name="se")(x, return_gate=True) if b.se_filters else None
+            gate = self.squeeze_excite(b.se_filters, name="se")(x) if b.se_filters else None
             x = self.conv1x1(b.out_filters, name="project_conv")(x, gate=gate)
             x = self.norm(name="project_bn")(x, use_running_average=not train)
         else:

@@ -404,7 +404,9 @@ class BatchNorm(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gating from globally pooled features (Hu et al. 2018)."""
+    """Channel gate from globally pooled features (Hu et al. 2018): returns the gate, (N, 1, 1, C), not the
+    gated feature map; the next 1x1 convolution applies it (``Conv1x1(...)(x, gate=...)``), folded into its
+    kernel where that pays."""
 
     reduced_features: int
     activation: Callable = nn.swish
@@ -412,14 +414,11 @@ class SqueezeExcite(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, return_gate: bool = False) -> jax.Array:
-        """``x`` scaled by the gate, or with ``return_gate`` the gate (N, 1, 1, C) alone, for a following
-        ``Conv1x1`` to apply."""
+    def __call__(self, x: jax.Array) -> jax.Array:
         conv = functools.partial(Conv1x1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
         s = self.activation(conv(self.reduced_features, name="reduce")(s))
-        s = nn.sigmoid(conv(x.shape[-1], name="expand")(s))
-        return s if return_gate else x * s
+        return nn.sigmoid(conv(x.shape[-1], name="expand")(s))
 
 
 def drop_path(x: jax.Array, keep: float | jax.Array, key: jax.Array) -> jax.Array:
